@@ -1,0 +1,27 @@
+"""User-facing errors.
+
+Every problem caused by the user's input (files, layouts, configs, checkpoints)
+is raised as a subclass of :class:`UserError` with a message that says what was
+expected and how to fix it. ``mre_jax.main`` prints such errors as one line and
+exits with status 2 instead of showing a traceback.
+"""
+
+
+class UserError(Exception):
+  """An error in user-provided input, reported without a traceback."""
+
+
+class ConfigError(UserError):
+  """A config field is unknown, missing or has a bad value."""
+
+
+class DatasetError(UserError):
+  """Dataset files are missing, malformed or in an unknown layout."""
+
+
+class CheckpointError(UserError):
+  """A checkpoint is missing, corrupt, or belongs to another model or run."""
+
+
+class TeacherLogitsError(UserError):
+  """A teacher-logits file is missing or does not match the dataset."""

@@ -1,0 +1,31 @@
+"""Shared test setup.
+
+Four emulated CPU devices are configured before JAX is imported, so tests can
+compare 1-device and multi-device meshes in one process. Real-data tests find
+the shared datasets through ``MRE_JAX_DATA`` (default: ``../shared/data``
+beside the project root) and skip when they are absent.
+"""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get(
+      "MRE_JAX_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def real_data_dir() -> pathlib.Path:
+  """The folder holding fer2013/ and rafdb/ archives; skips when absent."""
+  path = shared_data_dir()
+  if not path.is_dir():
+    pytest.skip(f"real datasets not found at {path} (set MRE_JAX_DATA)")
+  return path
