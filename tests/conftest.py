@@ -29,3 +29,13 @@ def real_data_dir() -> pathlib.Path:
   if not path.is_dir():
     pytest.skip(f"real datasets not found at {path} (set MRE_JAX_DATA)")
   return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Shares compiled programs between the tests' many identical tiny runs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir",
+                    str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  yield

@@ -1,0 +1,15 @@
+"""Student B (5.0M parameters, Table II) distilled from the ResEmoteNet teacher.
+
+Usage: ``--config=configs/studentB.py:fer2013,exp=E4`` (experiments of
+Table IV), ``:raf_db,alpha=0.15``, or ``:fer2013,baseline`` (no teacher).
+Name the teacher with ``--config.distill.teacher_workdir=DIR``.
+"""
+
+from configs import default
+from mre_jax import config_lib
+
+
+def get_config(arg=None):
+  config = default.get_config()
+  config.model = "student_b"
+  return config_lib.apply_args(config, arg, default.EXPERIMENTS, student=True)

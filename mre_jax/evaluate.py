@@ -1,0 +1,140 @@
+"""Evaluation: batched prediction over a whole split and the metrics we report.
+
+``predict`` runs a model over every example exactly once (padded, masked
+batches, several per dispatch) and returns host logits in split order; the
+metrics are computed from those logits on the host, so training's end-of-run
+numbers and ``--mode=evaluate`` share one code path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mre_jax import distributed
+from mre_jax import input_pipeline
+
+_BATCHES_PER_DISPATCH = 16
+
+
+def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh,
+                    image_size: int):
+  """Jitted ``(variables, data, indices (n, B), flip) -> logits (n, B, K)``."""
+
+  def predict_batches(variables, data, indices, flip):
+    def one(_, idx):
+      batch = input_pipeline.gather(data, idx, mesh)
+      flips = jnp.full(idx.shape, flip)
+      x = input_pipeline.preprocess(batch["image"], image_size=image_size,
+                                    flip=flips)
+      return None, model.apply(variables, x, train=False)
+    return jax.lax.scan(one, None, indices)[1]
+
+  return jax.jit(predict_batches, static_argnames=("flip",))
+
+
+def predict(predict_fn, variables: Any, data: input_pipeline.DeviceData,
+            mesh: jax.sharding.Mesh, batch_size: int, flip: bool = False,
+            progress=None) -> np.ndarray:
+  """Logits (N, K) for every example of ``data``, in order."""
+  num_shards = mesh.shape[input_pipeline.DATA_AXIS]
+  indices, mask = input_pipeline.eval_batches(data.num_examples, batch_size,
+                                              num_shards)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  outputs = []
+  for start in range(0, len(indices), _BATCHES_PER_DISPATCH):
+    chunk = indices[start:start + _BATCHES_PER_DISPATCH]
+    chunk = jax.make_array_from_callback(chunk.shape, replicated,
+                                         lambda i, c=chunk: c[i])
+    logits = predict_fn(variables, data, chunk, flip)
+    outputs.append(distributed.gather_to_host(logits))
+    if progress:
+      progress(min(start + _BATCHES_PER_DISPATCH, len(indices)), len(indices))
+  logits = np.concatenate(outputs).reshape(-1, outputs[0].shape[-1])
+  return logits[mask.reshape(-1)]
+
+
+def metrics_from_logits(logits: np.ndarray, labels: np.ndarray,
+                        class_weights: np.ndarray | None,
+                        class_names: Sequence[str]) -> dict[str, Any]:
+  """Accuracy, mean/per-class accuracy, (weighted) CE loss, confusion matrix.
+
+  The loss uses the training criterion: cross-entropy weighted by the train
+  split's class weights (PyTorch's weighted mean) when those are given.
+  """
+  num_classes = len(class_names)
+  logits = logits.astype(np.float64)
+  predictions = logits.argmax(-1)
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(confusion, (labels, predictions), 1)
+  support = confusion.sum(1)
+  per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1),
+                       np.nan)
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  nll = -log_probs[np.arange(len(labels)), labels]
+  weights = (np.ones_like(nll) if class_weights is None
+             else np.asarray(class_weights, np.float64)[labels])
+  return {
+      "accuracy": float(np.mean(predictions == labels)),
+      "mean_class_accuracy": float(np.nanmean(per_class)),
+      "per_class_accuracy": {name: (None if np.isnan(a) else float(a))
+                             for name, a in zip(class_names, per_class)},
+      "loss": float(np.sum(weights * nll) / max(np.sum(weights), 1e-12)),
+      "confusion_matrix": confusion.tolist(),
+      "num_examples": int(len(labels)),
+  }
+
+
+def write_report(workdir: str, split: str, metrics: dict[str, Any],
+                 class_names: Sequence[str]) -> str:
+  """Writes ``eval_<split>.json`` (and a confusion-matrix PNG if possible)."""
+  path = os.path.join(workdir, f"eval_{split}.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(metrics, f, indent=2)
+  os.replace(tmp, path)
+  plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names,
+                 os.path.join(workdir, f"confusion_{split}.png"),
+                 title=f"{split}: accuracy {metrics['accuracy']:.2%}")
+  return path
+
+
+def plot_confusion(confusion: np.ndarray, class_names: Sequence[str],
+                   path: str, title: str = "") -> bool:
+  """Row-normalised confusion matrix as PNG; False if matplotlib is missing."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+  fig, ax = plt.subplots(figsize=(6, 5))
+  ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+  k = len(class_names)
+  ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+  ax.set_yticks(range(k), class_names)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  for i in range(k):
+    for j in range(k):
+      ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7,
+              color="white" if rows[i, j] > 0.5 else "black")
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+def format_summary(split: str, metrics: dict[str, Any], step: int) -> str:
+  return (f"{split} (epoch {step}): accuracy {metrics['accuracy']:.2%}, "
+          f"mean class accuracy {metrics['mean_class_accuracy']:.2%}, "
+          f"loss {metrics['loss']:.4f} over {metrics['num_examples']} examples")

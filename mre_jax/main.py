@@ -1,0 +1,114 @@
+"""Command line: train, evaluate or export teacher logits for one config.
+
+    python -m mre_jax.main --config=configs/studentA.py:fer2013,exp=E1 \\
+        --workdir=runs/E1 [--mode=train|evaluate|export_logits] \\
+        [--config.some.field=value ...]
+
+Multi-process runs are detected under SLURM and Open MPI, or described by
+``--coordinator_address``, ``--num_processes`` and ``--process_id``.
+
+Errors in the user's input end with one ``error:`` message, exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from mre_jax import distributed
+from mre_jax.errors import DatasetError, UserError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/studentA.py:fer2013,exp=E1.",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.")
+flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export_logits"],
+                  "train (then evaluate the best checkpoint), evaluate a "
+                  "checkpoint, or export a student's teacher logits.")
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process runs: process 0's HOST:PORT (same on every "
+                    "process). Not needed under SLURM or Open MPI.")
+flags.DEFINE_integer("num_processes", None,
+                     "Multi-process runs: the number of processes.")
+flags.DEFINE_integer("process_id", None,
+                     "Multi-process runs: this process's id, 0 to "
+                     "num_processes - 1.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+DEMO_HINT = ("To try mre_jax without any download, run the offline demo: "
+             "python -m mre_jax.main --config=configs/demo.py "
+             "--workdir=/tmp/mre_demo")
+
+
+def run(config, workdir: str, mode: str) -> None:
+  """Dispatches one command; raises UserError for bad input."""
+  from mre_jax import demo  # pylint: disable=g-import-not-at-top
+  from mre_jax import train  # pylint: disable=g-import-not-at-top
+  if config.get("workflow") == "demo":
+    demo.run(config, workdir, mode)
+  elif mode == "train":
+    train.train_and_evaluate(config, workdir)
+  elif mode == "evaluate":
+    train.Trainer(config, workdir).evaluate()
+  else:
+    train.Trainer(config, workdir).export_logits()
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  try:
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                           FLAGS.process_id)
+    run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+  except DatasetError as e:
+    _fail(f"{e}\n{DEMO_HINT}")
+  except UserError as e:
+    _fail(str(e))
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _add_config_root_to_path(argv: list[str]) -> None:
+  """Config files import ``configs.default``: make its parent importable."""
+  for arg in argv:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1].split(":", 1)[0]
+      root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+      if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def _override_error(error: Exception) -> str:
+  """The readable message inside ml_collections' nested lookup errors."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  return str(error.args[0]) if error.args else str(error)
+
+
+def entry_point() -> None:
+  """Runs main; config mistakes found while parsing end in one message."""
+  _add_config_root_to_path(sys.argv)
+  try:
+    app.run(main)
+  except UserError as e:  # Raised by a config file's get_config.
+    _fail(str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if FLAGS.is_parsed():
+      raise
+    _fail("bad --config override: unknown field or wrong type: "
+          f"{_override_error(e)}")
+
+
+if __name__ == "__main__":
+  entry_point()

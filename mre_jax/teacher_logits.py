@@ -1,0 +1,145 @@
+"""Precomputed teacher logits: export from a teacher checkpoint, and checks.
+
+Students never run the teacher while training: its logits for every training
+example, for the original and the horizontally flipped view, are computed once
+and stored as ``.npz``: ``logits`` (N, 2, K) float32, ``indices`` (N,) (the
+examples' positions in the TFDS split) and ``meta`` (JSON). The metadata names
+the data (dataset, version, split, example count, a checksum of indices and
+labels), the preprocessing (image size, normalisation) and the teacher
+(workdir, checkpoint epoch, parameter fingerprint, model). A student refuses a
+file whose data or preprocessing differ from its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from mre_jax import checkpointing
+from mre_jax import distributed
+from mre_jax import evaluate
+from mre_jax import input_pipeline
+from mre_jax import models
+from mre_jax.datasets import SplitData
+from mre_jax.errors import TeacherLogitsError
+
+FORMAT = "mre_jax.teacher_logits/1"
+LOGITS_FILENAME = "teacher_logits.npz"
+
+
+def _checksum(*arrays: np.ndarray) -> str:
+  digest = hashlib.sha256()
+  for a in arrays:
+    digest.update(np.ascontiguousarray(a).astype(np.int64).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def params_fingerprint(params: Any) -> str:
+  """A short hash of every parameter value, in tree order."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(distributed.to_host(params)):
+    digest.update(np.ascontiguousarray(leaf, np.float32).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def data_meta(split: SplitData, image_size: int) -> dict[str, Any]:
+  """What a logits file must agree on with the student's training data."""
+  return {
+      "dataset": split.dataset,
+      "version": split.version,
+      "split": split.split,
+      "num_examples": int(split.num_examples),
+      "num_classes": int(split.num_classes),
+      "examples_checksum": _checksum(split.indices, split.labels),
+      "image_size": int(image_size),
+      "normalization": {"mean": list(input_pipeline.IMAGENET_MEAN),
+                        "std": list(input_pipeline.IMAGENET_STD)},
+  }
+
+
+def restore_teacher(workdir: str, which: str | int,
+                    mesh: jax.sharding.Mesh, image_size: int):
+  """(model, variables, epoch, meta) of a trained or imported teacher run."""
+  manager = checkpointing.open_manager(workdir, read_only=True)
+  step = checkpointing.resolve_step(manager, which)
+  meta = checkpointing.read_meta(manager, step)
+  spec = meta["model"]
+  model = models.ResEmoteNet(width=spec["width"],
+                             se_reduction=spec["se_reduction"],
+                             num_classes=spec["num_classes"])
+  abstract = jax.eval_shape(
+      lambda: models.init_variables(model, jax.random.PRNGKey(0), image_size))
+  restored = checkpointing.restore(
+      manager, step, model=distributed.abstract_replicated(abstract, mesh))
+  return model, restored["model"], step, meta
+
+
+def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
+           split: SplitData, data: input_pipeline.DeviceData,
+           mesh: jax.sharding.Mesh, image_size: int, batch_size: int,
+           path: str, log=print) -> dict[str, Any]:
+  """Runs the teacher over ``data`` (both views) and writes ``path``."""
+  model, variables, step, teacher_meta = restore_teacher(
+      teacher_workdir, teacher_checkpoint, mesh, image_size)
+  predict_fn = evaluate.make_predict_fn(model, mesh, image_size)
+  views = []
+  for flip in (False, True):
+    log(f"teacher logits: {'flipped' if flip else 'original'} view of "
+        f"{split.num_examples} {split.dataset}/{split.split} examples")
+    views.append(evaluate.predict(predict_fn, variables, data, mesh,
+                                  batch_size, flip=flip))
+  logits = np.stack(views, axis=1).astype(np.float32)
+  meta = dict(data_meta(split, image_size), format=FORMAT, teacher={
+      "workdir": os.path.abspath(teacher_workdir),
+      "checkpoint_epoch": int(step),
+      "params_fingerprint": params_fingerprint(variables["params"]),
+      "model": teacher_meta["model"],
+  })
+  if distributed.is_main_process():
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, logits=logits, indices=split.indices, meta=json.dumps(meta))
+    os.replace(tmp, path)
+  distributed.sync("teacher_logits_written")
+  accuracy = float(np.mean(logits[:, 0].argmax(-1) == split.labels))
+  log(f"teacher logits written to {path} (teacher epoch {step}, train "
+      f"accuracy {accuracy:.2%})")
+  return meta
+
+
+def load(path: str, split: SplitData, image_size: int) -> np.ndarray:
+  """Logits (N, 2, K) for ``split`` from ``path``, after checking its metadata."""
+  fix = ("Re-export it for this data with --mode=export_logits (or delete it "
+         "to have training export it from distill.teacher_workdir).")
+  if not os.path.isfile(path):
+    raise TeacherLogitsError(
+        f"teacher-logits file {path} does not exist. Set "
+        "--config.distill.teacher_workdir to a teacher run to export it.")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      logits, indices = f["logits"], f["indices"]
+      meta = json.loads(str(f["meta"]))
+  except Exception as e:  # np.load raises many types for bad files.
+    raise TeacherLogitsError(
+        f"teacher-logits file {path} is unreadable ({type(e).__name__}: {e}). "
+        + fix) from e
+  if meta.get("format") != FORMAT:
+    raise TeacherLogitsError(f"{path} is not an mre_jax teacher-logits file "
+                             f"(expected format {FORMAT!r}). " + fix)
+  expected = data_meta(split, image_size)
+  wrong = [f"{k}: file has {meta.get(k)!r}, this run needs {v!r}"
+           for k, v in expected.items() if meta.get(k) != v]
+  if not wrong and (logits.shape != (split.num_examples, 2, split.num_classes)
+                    or not np.array_equal(indices, split.indices)):
+    wrong.append(f"logits shape {logits.shape} / indices do not match "
+                 f"{split.num_examples} examples")
+  if wrong:
+    raise TeacherLogitsError(
+        f"teacher-logits file {path} does not match this run's data or "
+        "preprocessing:\n  " + "\n  ".join(wrong) + "\n" + fix)
+  return logits.astype(np.float32)

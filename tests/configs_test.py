@@ -1,0 +1,127 @@
+"""Config files, their arguments, validation and the command line's errors."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mre_jax import config_lib
+from mre_jax.errors import ConfigError
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ["default", "teacher", "studentA", "studentB", "studentC", "demo"]
+
+
+def load(name, arg=None):
+  module = importlib.import_module(f"configs.{name}")
+  return module.get_config(arg) if name != "default" else module.get_config()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_config_loads_and_validates(name):
+  config = load(name)
+  runs = [config.teacher, config.student] if name == "demo" else [config]
+  for run in runs:
+    if config_lib.is_student(run):
+      run.distill.teacher_workdir = "/some/teacher"
+    config_lib.validate(run)
+
+
+def test_paper_defaults():
+  config = load("studentA", "fer2013,exp=E1")
+  assert (config.batch_size, config.num_epochs) == (16, 80)
+  assert (config.learning_rate, config.momentum, config.weight_decay) == (
+      1e-3, 0.9, 1e-4)
+  assert config.plateau.factor == 0.1 and config.plateau.patience == 10
+  assert config.early_stopping_patience == 15 and config.image_size == 64
+  assert config_lib.distill_weights(config) == pytest.approx((0.8, 0.2))
+
+
+@pytest.mark.parametrize("name,arg,model,temperature,alpha", [
+    ("studentA", "fer2013,exp=E1", "student_a", 3.0, 0.20),
+    ("studentA", "raf_db,exp=E2", "student_a", 3.0, 0.15),
+    ("studentB", "fer2013,exp=E3", "student_b", 3.0, 0.20),
+    ("studentB", "fer2013,exp=E4", "student_b", 3.0, 0.15),
+    ("studentB", "fer2013,exp=E5", "student_b", 3.0, 0.10),
+    ("studentC", "fer2013,exp=E6", "student_c", 3.0, 0.20),
+])
+def test_experiment_presets(name, arg, model, temperature, alpha):
+  config = load(name, arg)
+  assert config.model == model
+  assert config.distill.temperature == temperature
+  assert config.distill.alpha == alpha
+  assert config.dataset.name == arg.split(",")[0]
+
+
+def test_arguments_override_fields():
+  config = load("studentB", "raf_db,alpha=0.15,T=4")
+  assert config.dataset.name == "raf_db"
+  assert (config.distill.alpha, config.distill.temperature) == (0.15, 4.0)
+  baseline = load("studentC", "fer2013,baseline")
+  assert config_lib.distill_weights(baseline) == (1.0, 0.0)
+  assert not config_lib.is_student(baseline)
+  teacher = load("teacher", "raf_db")
+  assert teacher.model == "teacher" and not config_lib.is_student(teacher)
+
+
+@pytest.mark.parametrize("name,arg,message", [
+    ("studentA", "fer2013,exp=E4", "student_b"),
+    ("studentA", "fer2013,exp=E9", "E1"),
+    ("studentA", "fer2014", "fer2013"),
+    ("studentA", "alpah=0.1", "alpah"),
+    ("studentA", "alpha=high", "not a number"),
+    ("teacher", "fer2013,exp=E1", "student"),
+])
+def test_bad_arguments_are_rejected(name, arg, message):
+  with pytest.raises(ConfigError, match=message):
+    load(name, arg)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("dtype", "float16"), ("model", "student_d"), ("batch_size", 0),
+    ("dataset.name", "affectnet"), ("distill.alpha", 1.5),
+    ("plateau.metric", "train_loss"), ("eval.checkpoint", "newest"),
+])
+def test_bad_values_name_the_field(field, value):
+  config = load("teacher")
+  section, _, key = field.rpartition(".")
+  (config[section] if section else config)[key] = value
+  with pytest.raises(ConfigError, match=f"config.{field}="):
+    config_lib.validate(config)
+
+
+def test_student_without_teacher_is_rejected():
+  with pytest.raises(ConfigError, match="teacher_workdir"):
+    config_lib.validate(load("studentA", "fer2013,exp=E1"))
+
+
+def run_main(*args, tmp_path):
+  return subprocess.run(
+      [sys.executable, "-m", "mre_jax.main", f"--workdir={tmp_path}/w", *args],
+      cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config=configs/studentA.py", "--config.learning_rat=0.1"],
+     "learning_rat"),
+    (["--config=configs/studentA.py:fer2013,exp=E9"], "unknown experiment"),
+    (["--config=configs/teacher.py", "--config.dtype=float16"],
+     "config.dtype="),
+])
+def test_cli_reports_config_errors_without_traceback(args, message, tmp_path):
+  result = run_main(*args, tmp_path=tmp_path)
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_cli_without_dataset_explains_how_to_provide_it(tmp_path):
+  result = run_main("--config=configs/teacher.py:fer2013",
+                    f"--config.dataset.data_dir={tmp_path}/tfds",
+                    tmp_path=tmp_path)
+  assert result.returncode == 2, result.stderr
+  assert "Traceback" not in result.stderr
+  assert "fer2013.csv" in result.stderr and "configs/demo.py" in result.stderr
