@@ -273,19 +273,22 @@ def preprocess(images: jax.Array, *, image_size: int,
 
 def train_batch(data: DeviceData, rng: jax.Array, perm: jax.Array,
                 step_in_epoch: jax.Array, *, batch_size: int, image_size: int,
-                mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+                mesh: jax.sharding.Mesh, augment_flip: bool = True
+                ) -> dict[str, jax.Array]:
   """One preprocessed training batch, for use inside the jitted train step.
 
   Returns every array of ``data`` for the batch's examples, with ``image``
   preprocessed, plus ``flip`` (bool (B,), the view each image shows, e.g. for
   :func:`teacher_view`) and ``index`` (int32 (B,), the examples' ids), all
   sharded along the batch. ``data`` should not hold arrays of those two names.
+  With ``augment_flip=False`` no image is flipped.
   """
   indices = train_batch_indices(perm, step_in_epoch, batch_size)
   batch = gather(data, indices, mesh)
   sharding = data_sharding(mesh)
-  flip = jax.lax.with_sharding_constraint(random_flips(rng, batch_size),
-                                          sharding)
+  flip = (random_flips(rng, batch_size) if augment_flip
+          else jnp.zeros((batch_size,), bool))
+  flip = jax.lax.with_sharding_constraint(flip, sharding)
   batch["image"] = preprocess(batch["image"], image_size=image_size, flip=flip)
   batch["flip"] = flip
   batch["index"] = jax.lax.with_sharding_constraint(indices, sharding)

@@ -150,14 +150,6 @@ def init_state(model, config, tx, plateau, mesh) -> TrainState:
   return jax.jit(init, out_shardings=distributed.replicated(mesh))()
 
 
-def select_teacher_view(views: jax.Array, flip: jax.Array) -> jax.Array:
-  """Teacher logits (B, K) of the view each example is shown in.
-
-  ``views`` is (B, 2, K): index 0 the original, 1 the mirrored image.
-  """
-  return jnp.where(flip[:, None], views[:, 1], views[:, 0])
-
-
 def make_loss_fn(model, temperature: float, ce_weight: float,
                  kd_weight: float):
   """``(params, batch_stats, images, labels, teacher, weights, rng)`` ->
@@ -191,17 +183,13 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
   def train_step(state: TrainState, data, perm, class_weights, step_in_epoch):
     step_rng = jax.random.fold_in(state.rng, state.step)
     flip_rng, dropout_rng = jax.random.split(step_rng)
-    indices = input_pipeline.train_batch_indices(perm, step_in_epoch,
-                                                 global_batch)
-    batch = input_pipeline.gather(data, indices, mesh)
-    if config.augment_flip:
-      flip = input_pipeline.random_flips(flip_rng, global_batch)
-    else:
-      flip = jnp.zeros((global_batch,), bool)
-    images = input_pipeline.preprocess(batch["image"],
-                                       image_size=config.image_size, flip=flip)
-    labels = batch["label"]
-    teacher = (select_teacher_view(batch["teacher_logits"], flip)
+    batch = input_pipeline.train_batch(
+        data, flip_rng, perm, step_in_epoch, batch_size=global_batch,
+        image_size=config.image_size, mesh=mesh,
+        augment_flip=config.augment_flip)
+    images, labels = batch["image"], batch["label"]
+    teacher = (input_pipeline.teacher_view(batch["teacher_logits"],
+                                           batch["flip"])
                if kd_weight > 0 else None)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, batch_stats)), grads = grad_fn(
@@ -260,12 +248,23 @@ def write_run_info(config: config_dict.ConfigDict, workdir: str) -> None:
 
 
 class MetricWriter:
-  """Per-epoch metrics as JSON lines and TensorBoard events (process 0)."""
+  """Per-epoch metrics as JSON lines and TensorBoard events (process 0).
 
-  def __init__(self, workdir: str):
+  A run resumed from epoch ``resumed_epoch`` first drops the JSON lines of
+  later epochs, written before an interruption that lost their checkpoint.
+  """
+
+  def __init__(self, workdir: str, resumed_epoch: int = 0):
     self._active = distributed.is_main_process()
     self._path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
+    if self._active and os.path.exists(self._path):
+      with open(self._path) as f:
+        lines = f.read().splitlines()
+      kept = [l + "\n" for l in lines if _logged_by(l, resumed_epoch)]
+      if len(kept) < len(lines):
+        with open(self._path, "w") as f:
+          f.writelines(kept)
     if self._active:
       try:
         from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -286,6 +285,14 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def _logged_by(line: str, epoch: int) -> bool:
+  """Whether a metrics.jsonl line is intact and of ``epoch`` or earlier."""
+  try:
+    return int(json.loads(line)["epoch"]) <= epoch
+  except (ValueError, KeyError, TypeError):
+    return False  # Cut short by a crash.
 
 
 def load_data(config: config_dict.ConfigDict,
@@ -438,7 +445,7 @@ class Trainer:
     plateau_update = jax.jit(
         lambda s, value: plateau.update(s.params, s.plateau_state, s.params,
                                         value=value)[1])
-    writer = MetricWriter(self.workdir)
+    writer = MetricWriter(self.workdir, loop.epoch)
     train_split = data.device["train"]
     steps = input_pipeline.steps_per_epoch(train_split.num_examples,
                                            self.global_batch)

@@ -113,10 +113,29 @@ def test_plateau_reduces_like_pytorch():
 
 
 def test_kd_uses_teacher_logits_of_the_view_shown():
-  views = jnp.stack([jnp.zeros((3, 7)), jnp.ones((3, 7))], axis=1)
-  flip = jnp.array([True, False, True])
-  chosen = train.select_teacher_view(views, flip)
-  np.testing.assert_array_equal(chosen[:, 0], [1.0, 0.0, 1.0])
+  """The train step's batch pairs each image with its own view's logits."""
+  mesh = input_pipeline.make_mesh(4)
+  n = 64
+  images = np.random.default_rng(0).integers(0, 256, (n, 8, 8, 1), np.uint8)
+  ids = np.arange(n, dtype=np.float32)[:, None]
+  views = np.stack([np.tile(ids, 7), np.tile(-ids - 1, 7)], axis=1)
+  data = input_pipeline.put_on_mesh(
+      {"image": images, "label": np.zeros(n, np.int32),
+       "teacher_logits": views}, mesh)
+  perm = input_pipeline.epoch_permutation(jax.random.PRNGKey(0), n)
+  batch = input_pipeline.train_batch(
+      data, jax.random.PRNGKey(1), perm, jnp.asarray(1), batch_size=16,
+      image_size=8, mesh=mesh)
+  flip, index = np.asarray(batch["flip"]), np.asarray(batch["index"])
+  assert 0 < flip.sum() < 16
+  chosen = np.asarray(input_pipeline.teacher_view(batch["teacher_logits"],
+                                                  batch["flip"]))
+  np.testing.assert_array_equal(chosen[:, 0],
+                                np.where(flip, -index - 1.0, index))
+  shown = np.asarray(input_pipeline.preprocess(
+      jnp.asarray(images[index]), image_size=8))
+  expected = np.where(flip[:, None, None, None], shown[:, :, ::-1], shown)
+  np.testing.assert_allclose(np.asarray(batch["image"]), expected, atol=1e-6)
 
 
 def test_one_and_four_devices_train_identically(data_dir, tmp_path):
