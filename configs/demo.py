@@ -37,4 +37,5 @@ def get_config(arg=None):
   config.student = _run("student_c", width=6, epochs=5)
   config.student.distill.temperature = 3.0  # Table IV.
   config.student.distill.alpha = 0.2  # Table IV, E6.
+  config.student.distill.experiment = "E6"
   return config

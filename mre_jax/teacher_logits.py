@@ -26,7 +26,7 @@ from mre_jax import evaluate
 from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.datasets import SplitData
-from mre_jax.errors import TeacherLogitsError
+from mre_jax.errors import CheckpointError, TeacherLogitsError
 
 FORMAT = "mre_jax.teacher_logits/1"
 LOGITS_FILENAME = "teacher_logits.npz"
@@ -66,7 +66,12 @@ def restore_teacher(workdir: str, which: str | int,
                     mesh: jax.sharding.Mesh, image_size: int):
   """(model, variables, epoch, meta) of a trained or imported teacher run."""
   manager = checkpointing.open_manager(workdir, read_only=True)
-  step = checkpointing.resolve_step(manager, which)
+  try:
+    step = checkpointing.resolve_step(manager, which)
+  except CheckpointError as e:
+    raise CheckpointError(
+        f"teacher run {workdir}: {e} A teacher is trained with "
+        "configs/teacher.py or imported with python -m mre_jax.convert.") from e
   meta = checkpointing.read_meta(manager, step)
   spec = meta["model"]
   model = models.ResEmoteNet(width=spec["width"],

@@ -5,6 +5,7 @@ import os
 
 from configs import demo as demo_config
 from mre_jax import demo
+from mre_jax import report
 from mre_jax import train
 
 
@@ -23,11 +24,29 @@ def test_demo_runs_teacher_logits_student_and_evaluates_both(tmp_path,
   assert "| student | student_c | 4 |" in table
   student_dir = tmp_path / "demo" / "student"
   with open(student_dir / "eval_test.json") as f:
-    report = json.load(f)
-  assert report["num_examples"] == 128
+    evaluation = json.load(f)
+  assert evaluation["num_examples"] == 128
   assert os.path.isfile(student_dir / "teacher_logits.npz")
   # Each run is an ordinary workdir that evaluate mode accepts.
   student = config.student
   student.distill.teacher_workdir = str(tmp_path / "demo" / "teacher")
   again = train.Trainer(student, str(student_dir)).evaluate()
-  assert again["test"]["accuracy"] == report["accuracy"]
+  assert again["test"]["accuracy"] == evaluation["accuracy"]
+
+  # The results report is built from the runs' own files.
+  docs = tmp_path / "docs"
+  report.write_report([str(tmp_path / "demo" / "teacher"), str(student_dir)],
+                      str(docs))
+  with open(docs / "results.json") as f:
+    records = json.load(f)
+  assert [r["experiment"] for r in records] == ["teacher", "E6"]
+  assert records[1]["test_acc"] == evaluation["accuracy"]
+  assert records[1]["kd_weight"] == 0.2 and records[1]["T"] == 3.0
+  assert records[1]["epochs"] == 1 and records[1]["commit"]
+  assert set(records[0]) == {
+      "dataset", "model", "experiment", "T", "alpha", "kd_weight", "val_acc",
+      "test_acc", "mean_class_acc", "epochs", "wall_s", "device", "commit"}
+  page = (docs / "results.md").read_text()
+  assert f"{100 * evaluation['accuracy']:.2f}" in page
+  assert (docs / "figures" / "curves.png").stat().st_size > 0
+  assert (docs / "figures" / "confusion_synthetic_faces_E6.png").is_file()
