@@ -4,6 +4,10 @@
 #
 #   launch/local.sh --config=configs/studentA.py:fer2013,exp=E1 --workdir=runs/E1
 #
+# Several machines without SLURM: run it on each, with the same workdir and
+# data_dir on shared storage, adding --coordinator_address=HOST0:PORT
+# --num_processes=N --process_id=I (I = 0 on HOST0, 1..N-1 elsewhere).
+#
 # Environment honoured (defaults in brackets):
 #   XLA_PYTHON_CLIENT_MEM_FRACTION  share of GPU memory JAX preallocates [0.75]
 #   XLA_PYTHON_CLIENT_PREALLOCATE   "false" to allocate on demand [true]

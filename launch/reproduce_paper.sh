@@ -7,8 +7,9 @@
 #
 # Datasets are read from the TFDS data_dir (default ~/tensorflow_datasets);
 # put the downloaded files in <data_dir>/downloads/manual/ first (see the
-# README). Runs go through launch/local.sh (all GPUs of this machine); set
-# LAUNCH=launch/slurm.sbatch-style wrappers to change that. A rerun resumes
+# README). Runs go through launch/local.sh (all GPUs of this machine); inside a
+# SLURM allocation (salloc --nodes=N --ntasks-per-node=G --gres=gpu:G) set
+# LAUNCH=launch/slurm.sbatch to run each on all of its GPUs. A rerun resumes
 # unfinished runs and skips finished ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."

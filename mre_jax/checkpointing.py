@@ -44,9 +44,11 @@ def open_manager(workdir: str, *, read_only: bool = False
       ocp.checkpoint_managers.BestN(get_metric_fn=_best_key, n=1,
                                     keep_checkpoints_without_metrics=False),
   ])
+  # best_fn makes orbax store each step's metrics, so the policy still ranks
+  # the steps saved before a restart.
   options = ocp.CheckpointManagerOptions(
-      preservation_policy=policy, create=not read_only, read_only=read_only,
-      enable_async_checkpointing=False)
+      preservation_policy=policy, best_fn=_best_key, create=not read_only,
+      read_only=read_only, enable_async_checkpointing=False)
   return ocp.CheckpointManager(checkpoint_dir(workdir), item_names=_ITEMS,
                                options=options)
 

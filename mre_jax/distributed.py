@@ -69,6 +69,12 @@ def initialize(coordinator_address: str | None = None,
   only, so a job's log shows each message once. CPU runs exchange data with
   gloo collectives.
 
+  Args:
+    coordinator_address: process 0's ``HOST:PORT``, the same on every process.
+    num_processes: the number of processes of the run.
+    process_id: this process's id, ``0`` to ``num_processes - 1``.
+    environ: where to look for a launcher (default: ``os.environ``).
+
   Returns:
     Whether the distributed runtime was initialized (False: one process).
 

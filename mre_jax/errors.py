@@ -25,3 +25,7 @@ class CheckpointError(UserError):
 
 class TeacherLogitsError(UserError):
   """A teacher-logits file is missing or does not match the dataset."""
+
+
+class DistributedError(UserError):
+  """Multi-process flags are inconsistent or the run's processes cannot meet."""
