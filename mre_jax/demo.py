@@ -6,6 +6,7 @@ import os
 
 from ml_collections import config_dict
 
+from mre_jax import distributed
 from mre_jax import models
 from mre_jax import train
 
@@ -37,7 +38,7 @@ def run(config: config_dict.ConfigDict, workdir: str, mode: str) -> None:
     rows.append((name, run_config.model, model.width, params,
                  results.get("validation", {}).get("accuracy"),
                  results.get("test", {}).get("accuracy")))
-  if rows:
+  if rows and distributed.is_main_process():
     print(format_table(rows), flush=True)
 
 

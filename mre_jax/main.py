@@ -12,6 +12,7 @@ Errors in the user's input end with one ``error:`` message, exit status 2.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 
@@ -64,6 +65,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_logger().addFilter(_progress_only)
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id)
@@ -72,6 +74,12 @@ def main(argv) -> None:
     _fail(f"{e}\n{DEMO_HINT}")
   except UserError as e:
     _fail(str(e))
+
+
+def _progress_only(record) -> bool:
+  """Keeps our INFO lines and libraries' warnings; drops libraries' INFO."""
+  return (record.levelno >= std_logging.WARNING or
+          f"{os.sep}mre_jax{os.sep}" in record.pathname)
 
 
 def _fail(message: str) -> None:
