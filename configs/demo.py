@@ -31,10 +31,10 @@ def get_config(arg=None):
   del arg
   config = config_dict.ConfigDict()
   config.workflow = "demo"
-  config.teacher = _run("teacher", width=10, epochs=5)
+  config.teacher = _run("teacher", width=10, epochs=15)
   config.teacher.distill.kd_weight = 0.0
   config.teacher.distill.ce_weight = 1.0
-  config.student = _run("student_c", width=6, epochs=5)
+  config.student = _run("student_c", width=6, epochs=15)
   config.student.distill.temperature = 3.0  # Table IV.
   config.student.distill.alpha = 0.2  # Table IV, E6.
   config.student.distill.experiment = "E6"

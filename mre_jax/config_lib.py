@@ -112,9 +112,10 @@ def validate(config: config_dict.ConfigDict) -> None:
   _check(c.dataset.validation in ("auto", "holdout", "test"),
          "dataset.validation", c.dataset.validation, "auto, holdout or test")
   _check(c.image_size >= 16, "image_size", c.image_size, ">= 16")
-  for field in ("batch_size", "eval_batch_size", "num_epochs",
-                "steps_per_dispatch"):
+  for field in ("batch_size", "eval_batch_size", "num_epochs"):
     _check(c[field] > 0, field, c[field], "a positive integer")
+  _check(c.steps_per_dispatch >= 0, "steps_per_dispatch", c.steps_per_dispatch,
+         ">= 0 (0: automatic)")
   _check(c.learning_rate > 0, "learning_rate", c.learning_rate, "> 0")
   _check(0 <= c.momentum < 1, "momentum", c.momentum, "in [0, 1)")
   _check(c.weight_decay >= 0, "weight_decay", c.weight_decay, ">= 0")

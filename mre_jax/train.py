@@ -1,9 +1,9 @@
 """Training: teachers with class-weighted CE, students with CE + T^2 * KL.
 
 The data of a split lives on the devices (sharded on the mesh's data axis);
-one jitted call runs ``steps_per_dispatch`` SGD steps with ``lax.scan``, each
+on accelerators one jitted call runs many SGD steps with ``lax.scan``, each
 drawing its batch from an on-device epoch permutation, so batch-16 training is
-not bound by Python dispatch. Parameters are replicated, the batch is sharded,
+not bound by Python dispatch (on CPU, one step per call is faster). Parameters are replicated, the batch is sharded,
 and BatchNorm statistics are reduced over the global batch. The loop around it
 (evaluation, plateau schedule, early stopping, checkpoints, logs) runs once per
 epoch on the host and resumes exactly from the latest checkpoint.
@@ -172,7 +172,8 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
                      ce_weight: float, kd_weight: float):
   """Jitted ``(state, data, perm, class_weights, first) -> (state, sums)``.
 
-  Runs ``num_steps`` (static) training steps with ``lax.scan``. Each step takes
+  Runs ``num_steps`` (static) training steps, with ``lax.scan`` when more than
+  one (see :func:`steps_per_dispatch`). Each step takes
   the batch ``perm[step * B:(step + 1) * B]``, flips each example with
   probability 1/2, and, when distilling, uses the teacher logits of the view
   the student sees. Returns the summed loss/accuracy counts of the chunk.
@@ -207,6 +208,8 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
     return state, sums
 
   def chunk(state, data, perm, class_weights, first_step, num_steps):
+    if num_steps == 1:
+      return train_step(state, data, perm, class_weights, first_step)
     def body(state, i):
       return train_step(state, data, perm, class_weights, first_step + i)
     state, sums = jax.lax.scan(body, state, jnp.arange(num_steps))
@@ -215,6 +218,19 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
   replicated = distributed.replicated(mesh)
   return jax.jit(chunk, static_argnames=("num_steps",), donate_argnums=(0,),
                  out_shardings=(replicated, replicated))
+
+
+def steps_per_dispatch(config: config_dict.ConfigDict) -> int:
+  """Train steps per jitted call: the config's, or 1 on CPU and 64 elsewhere.
+
+  Accelerators need many steps per call so that small batches are not bound
+  by Python dispatch. XLA's CPU backend runs convolutions inside ``lax.scan``
+  several times slower than in a plain step, and a CPU step is long enough
+  that dispatch does not matter.
+  """
+  if config.steps_per_dispatch:
+    return config.steps_per_dispatch
+  return 1 if jax.default_backend() == "cpu" else 64
 
 
 def git_commit() -> str:
@@ -459,6 +475,8 @@ class Trainer:
         config.model, f"{models.count_params(state.params):,}",
         config.dataset.name, train_split.num_examples, self.global_batch,
         mesh.size, steps, lr, self.ce_weight, self.kd_weight)
+    per_dispatch = steps_per_dispatch(config)
+    add_sums = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
     permutation = jax.jit(input_pipeline.epoch_permutation, static_argnums=1,
                           out_shardings=distributed.replicated(mesh))
     # Epoch permutations use a stream of their own; steps fold in state.step.
@@ -470,22 +488,22 @@ class Trainer:
       epoch_start = time.time()
       perm = permutation(jax.random.fold_in(perm_rng, epoch),
                          train_split.num_examples)
-      totals = {"loss": 0.0, "correct": 0, "count": 0}
+      totals = None  # Summed on device: no host sync per dispatch.
       last_print = time.time()
-      for first in range(0, steps, config.steps_per_dispatch):
-        num = min(config.steps_per_dispatch, steps - first)
+      for first in range(0, steps, per_dispatch):
+        num = min(per_dispatch, steps - first)
         state, sums = train_chunk(state, train_split, perm, weights, first,
                                   num_steps=num)
-        sums = distributed.to_host(sums)
-        for key in totals:
-          totals[key] += sums[key]
+        totals = sums if totals is None else add_sums(totals, sums)
         if time.time() - last_print > config.progress_every_seconds:
+          distributed.to_host(totals["count"])  # Waits for the work so far.
           last_print = time.time()
           done = first + num
           rate = done * self.global_batch / (last_print - epoch_start)
           eta = (steps - done) * self.global_batch / rate
           logging.info("epoch %d: step %d/%d, %.0f img/s, epoch ETA %s",
                        epoch, done, steps, rate, _duration(eta))
+      totals = distributed.to_host(totals)
       train_time = time.time() - epoch_start
       val = self.evaluate_split(predict_fn, state.variables(), "validation")
       metric = (val["loss"] if config.plateau.metric == "val_loss"
