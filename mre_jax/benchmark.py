@@ -100,7 +100,7 @@ class Options:
   repeats: int = 20
   max_seconds: float = 30.0
   warmup_seconds: float = 1.0
-  steps_per_call: int = 0  # 0: 64 on accelerators, 4 on CPU.
+  steps_per_call: int = 0  # 0: as training (train.steps_per_dispatch).
   inference_batch: int = 256
   width: int = 0  # 0: the presets' widths.
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
@@ -113,8 +113,8 @@ def on_cpu() -> bool:
 
 
 def resolved_steps(opts: Options) -> int:
-  """Train steps per dispatch (the project's default on accelerators)."""
-  return opts.steps_per_call or (4 if on_cpu() else 64)
+  """Train steps per dispatch: as in training unless set."""
+  return train.steps_per_dispatch(opts.steps_per_call)
 
 
 # ----------------------------------------------------------------- timing ---
@@ -985,8 +985,8 @@ _WARMUP_SECONDS = flags.DEFINE_float(
     "torch.compile).")
 _STEPS = flags.DEFINE_integer(
     "steps_per_call", 0,
-    "Training steps per timed call (one jitted dispatch in JAX); 0: 64 on "
-    "accelerators, as in training, and 4 on CPU.")
+    "Training steps per timed call (one jitted dispatch in JAX); 0: as in "
+    "training, 1 on CPU and 64 on accelerators.")
 _INFERENCE_BATCH = flags.DEFINE_integer("inference_batch", 256,
                                         "Batch of the inference throughput.")
 _WIDTH = flags.DEFINE_integer("width", 0,

@@ -220,16 +220,16 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
                  out_shardings=(replicated, replicated))
 
 
-def steps_per_dispatch(config: config_dict.ConfigDict) -> int:
-  """Train steps per jitted call: the config's, or 1 on CPU and 64 elsewhere.
+def steps_per_dispatch(configured: int = 0) -> int:
+  """Train steps per jitted call: ``configured``, or 1 on CPU and 64 elsewhere.
 
   Accelerators need many steps per call so that small batches are not bound
   by Python dispatch. XLA's CPU backend runs convolutions inside ``lax.scan``
   several times slower than in a plain step, and a CPU step is long enough
   that dispatch does not matter.
   """
-  if config.steps_per_dispatch:
-    return config.steps_per_dispatch
+  if configured:
+    return configured
   return 1 if jax.default_backend() == "cpu" else 64
 
 
@@ -475,7 +475,7 @@ class Trainer:
         config.model, f"{models.count_params(state.params):,}",
         config.dataset.name, train_split.num_examples, self.global_batch,
         mesh.size, steps, lr, self.ce_weight, self.kd_weight)
-    per_dispatch = steps_per_dispatch(config)
+    per_dispatch = steps_per_dispatch(config.steps_per_dispatch)
     add_sums = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
     permutation = jax.jit(input_pipeline.epoch_permutation, static_argnums=1,
                           out_shardings=distributed.replicated(mesh))
