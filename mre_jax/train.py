@@ -395,9 +395,17 @@ class Trainer:
 
   @property
   def data(self) -> RunData:
+    """The run's data; with teacher logits when training a student."""
     if self._data is None:
       self._data = prepare_run(self.config, self.workdir, self.mesh,
                                with_teacher=self.kd_weight > 0)
+    return self._data
+
+  def eval_data(self) -> RunData:
+    """The run's data for evaluation, which never needs the teacher."""
+    if self._data is None:
+      self._data = prepare_run(self.config, self.workdir, self.mesh,
+                               with_teacher=False)
     return self._data
 
   @functools.cached_property
@@ -559,7 +567,7 @@ class Trainer:
 
   def evaluate_split(self, predict_fn, variables, split: str
                      ) -> dict[str, Any]:
-    data = self.data
+    data = self.eval_data()
     logits = evaluate.predict(predict_fn, variables, data.device[split],
                               self.mesh, self.config.eval_batch_size)
     return evaluate.metrics_from_logits(
@@ -588,7 +596,7 @@ class Trainer:
       results[split] = metrics
       if distributed.is_main_process():
         evaluate.write_report(self.workdir, split, metrics,
-                              self.data.splits[split].class_names)
+                              self.eval_data().splits[split].class_names)
       logging.info(evaluate.format_summary(split, metrics, step))
     return results
 
