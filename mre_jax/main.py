@@ -67,6 +67,11 @@ def main(argv) -> None:
   logging.set_verbosity(logging.INFO)
   logging.get_absl_logger().addFilter(_progress_only)
   try:
+    FLAGS.config.get("workflow")  # A file that failed to load raises here.
+  except OSError as e:
+    _fail(f"could not load --config: {e}\nConfig files live in configs/, "
+          "e.g. --config=configs/studentA.py:fer2013,exp=E1")
+  try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id)
     run(FLAGS.config, FLAGS.workdir, FLAGS.mode)

@@ -110,6 +110,7 @@ def run_main(*args, tmp_path):
     (["--config=configs/studentA.py:fer2013,exp=E9"], "unknown experiment"),
     (["--config=configs/teacher.py", "--config.dtype=float16"],
      "config.dtype="),
+    (["--config=configs/no_such_config.py"], "could not load --config"),
 ])
 def test_cli_reports_config_errors_without_traceback(args, message, tmp_path):
   result = run_main(*args, tmp_path=tmp_path)
