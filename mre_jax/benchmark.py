@@ -255,8 +255,7 @@ def function_flops(fn: Callable[..., Any], *args) -> float:
 def forward_flops_per_image(model: models.ResEmoteNet, image_size: int,
                             batch: int = 8) -> float:
   """Inference FLOPs per image (convolutions and matrix products)."""
-  variables = jax.eval_shape(lambda: models.init_variables(
-      model, jax.random.PRNGKey(0), image_size))
+  variables = models.abstract_variables(model, image_size)
   images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), jnp.uint8)
   return function_flops(make_infer_fn(model, image_size), variables,
                         images) / batch
@@ -694,8 +693,7 @@ def benchmark_model(name: str, opts: Options, mesh: jax.sharding.Mesh,
   dtype = jnp.bfloat16 if opts.dtype == "bfloat16" else jnp.float32
   model = models.get_model(name, num_classes=NUM_CLASSES, dtype=dtype,
                            width=opts.width or None)
-  params = jax.eval_shape(lambda: models.init_variables(
-      model, jax.random.PRNGKey(0), opts.image_size))["params"]
+  params = models.abstract_variables(model, opts.image_size)["params"]
   num_params = models.count_params(params)
   record = {"name": name, "width": model.width,
             "se_reduction": model.se_reduction, "params": num_params,

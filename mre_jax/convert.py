@@ -99,11 +99,6 @@ def _is_array(value: Any) -> bool:
   return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
-def _abstract_variables(model: models.ResEmoteNet) -> dict[str, Any]:
-  return jax.eval_shape(
-      lambda: models.init_variables(model, jax.random.key(0)))
-
-
 def _listing(items: Sequence[str]) -> str:
   shown = ", ".join(items[:_MAX_LISTED])
   more = len(items) - _MAX_LISTED
@@ -176,7 +171,7 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], model_name: str,
   """
   model = models.get_model(model_name, num_classes=num_classes)
   flat, treedef = jax.tree_util.tree_flatten_with_path(
-      _abstract_variables(model))
+      models.abstract_variables(model))
   state = _strip_data_parallel_prefix(state_dict)
   arrays, missing, wrong, known = [], [], [], set()
   for path, struct in flat:
@@ -323,7 +318,7 @@ def import_checkpoint(torch_checkpoint: str, model_name: str, workdir: str,
   try:
     checkpointing.save(manager, 0, model=variables, meta=meta)
     restored = checkpointing.restore(
-        manager, 0, model=_abstract_variables(model))["model"]
+        manager, 0, model=models.abstract_variables(model))["model"]
   finally:
     manager.close()
   same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), variables,

@@ -33,8 +33,8 @@ def run(config: config_dict.ConfigDict, workdir: str, mode: str) -> None:
       continue
     results = trainer.evaluate()
     model = trainer.model
-    params = models.count_params(train.model_params_shape(model,
-                                                          run_config))
+    params = models.count_params(
+        models.abstract_variables(model, run_config.image_size)["params"])
     rows.append((name, run_config.model, model.width, params,
                  results.get("validation", {}).get("accuracy"),
                  results.get("test", {}).get("accuracy")))

@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mre_jax import input_pipeline

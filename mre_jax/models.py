@@ -219,6 +219,13 @@ def init_variables(model: ResEmoteNet, rng: jax.Array,
   return dict(model.init({"params": rng}, x, train=False))
 
 
+def abstract_variables(model: ResEmoteNet,
+                       image_size: int = 64) -> dict[str, Any]:
+  """Shapes and dtypes of :func:`init_variables`, allocating nothing."""
+  return jax.eval_shape(
+      lambda: init_variables(model, jax.random.PRNGKey(0), image_size))
+
+
 def count_params(params: Any) -> int:
   """Number of trainable parameters in a params pytree."""
   return sum(int(math.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))

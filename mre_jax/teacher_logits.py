@@ -77,8 +77,7 @@ def restore_teacher(workdir: str, which: str | int,
   model = models.ResEmoteNet(width=spec["width"],
                              se_reduction=spec["se_reduction"],
                              num_classes=spec["num_classes"])
-  abstract = jax.eval_shape(
-      lambda: models.init_variables(model, jax.random.PRNGKey(0), image_size))
+  abstract = models.abstract_variables(model, image_size)
   restored = checkpointing.restore(
       manager, step, model=distributed.abstract_replicated(abstract, mesh))
   return model, restored["model"], step, meta

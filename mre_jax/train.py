@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -370,11 +369,11 @@ def prepare_run(config: config_dict.ConfigDict, workdir: str,
       {"image": s.images, "label": s.labels.astype(np.int32)}, mesh)
             for name, s in splits.items()}
   if with_teacher:
-    logits = ensure_teacher_logits(config, workdir, train, device["train"],
-                                   mesh)
-    device["train"] = input_pipeline.put_on_mesh(
-        {"image": train.images, "label": train.labels.astype(np.int32),
-         "teacher_logits": logits}, mesh)
+    train_data = device["train"]
+    logits = ensure_teacher_logits(config, workdir, train, train_data, mesh)
+    on_mesh = input_pipeline.put_on_mesh({"teacher_logits": logits}, mesh)
+    device["train"] = train_data.replace(
+        arrays={**train_data.arrays, **on_mesh.arrays})
   return RunData(splits=splits, device=device, class_weights=weights)
 
 
@@ -580,8 +579,7 @@ class Trainer:
     manager = checkpointing.open_manager(self.workdir, read_only=True)
     step = checkpointing.resolve_step(manager, which)
     self.check_identity(checkpointing.read_meta(manager, step), ("model",))
-    abstract = jax.eval_shape(lambda: models.init_variables(
-        self.model, jax.random.PRNGKey(0), self.config.image_size))
+    abstract = models.abstract_variables(self.model, self.config.image_size)
     variables = checkpointing.restore(
         manager, step,
         model=distributed.abstract_replicated(abstract, self.mesh))["model"]
@@ -606,16 +604,12 @@ class Trainer:
     if not config.distill.teacher_workdir:
       raise ConfigError("config.distill.teacher_workdir is empty: name the "
                         "teacher run whose logits to export.")
-    splits = load_data(config, self.mesh)
-    train = splits["train"]
-    data = input_pipeline.put_on_mesh(
-        {"image": train.images, "label": train.labels.astype(np.int32)},
-        self.mesh)
+    data = self.eval_data()
     return teacher_logits.export(
         teacher_workdir=config.distill.teacher_workdir,
-        teacher_checkpoint=config.distill.teacher_checkpoint, split=train,
-        data=data, mesh=self.mesh, image_size=config.image_size,
-        batch_size=config.eval_batch_size,
+        teacher_checkpoint=config.distill.teacher_checkpoint,
+        split=data.splits["train"], data=data.device["train"], mesh=self.mesh,
+        image_size=config.image_size, batch_size=config.eval_batch_size,
         path=logits_path(config, self.workdir), log=logging.info)
 
 
@@ -649,10 +643,3 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str,
     return {}
   trainer.train()
   return trainer.evaluate()
-
-
-def model_params_shape(model: models.ResEmoteNet,
-                       config: config_dict.ConfigDict) -> Any:
-  """Shapes of the model's parameters, without allocating them."""
-  return jax.eval_shape(lambda: models.init_variables(
-      model, jax.random.PRNGKey(0), config.image_size))["params"]

@@ -72,8 +72,8 @@ def test_report_prints_every_row(record):
 
 def test_size_matches_parameter_count(record):
   model = record["models"]["student_c"]
-  variables = jax.eval_shape(lambda: models.init_variables(
-      models.get_model("student_c", width=2), jax.random.PRNGKey(0), 32))
+  variables = models.abstract_variables(
+      models.get_model("student_c", width=2), 32)
   num_params = models.count_params(variables["params"])
   assert model["params"] == num_params
   assert model["size_mb"]["float32"] == num_params * 4 / 2**20
@@ -144,8 +144,7 @@ def test_model_flops_plausible():
 def test_model_flops_near_xla_estimate():
   model = models.get_model("student_c")
   counted = benchmark.forward_flops_per_image(model, 32, batch=2)
-  variables = jax.eval_shape(lambda: models.init_variables(
-      model, jax.random.PRNGKey(0), 32))
+  variables = models.abstract_variables(model, 32)
   images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.uint8)
   compiled = jax.jit(benchmark.make_infer_fn(model, 32)).lower(
       variables, images).compile()

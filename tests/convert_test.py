@@ -144,8 +144,7 @@ def test_train_mode_matches_pytorch():
 
 
 def _restore(workdir: str, name: str):
-  abstract = jax.eval_shape(
-      lambda: models.init_variables(models.get_model(name), jax.random.key(0)))
+  abstract = models.abstract_variables(models.get_model(name))
   manager = checkpointing.open_manager(workdir, read_only=True)
   return checkpointing.restore(manager, 0, model=abstract)
 

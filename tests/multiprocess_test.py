@@ -81,8 +81,7 @@ def free_port() -> int:
 def latest_params(workdir, config):
   model = train.build_model(config, len(datasets.CLASS_NAMES))
   manager = checkpointing.open_manager(workdir, read_only=True)
-  shapes = jax.eval_shape(lambda: models.init_variables(
-      model, jax.random.PRNGKey(0), config.image_size))
+  shapes = models.abstract_variables(model, config.image_size)
   target = distributed.abstract_replicated(shapes, input_pipeline.make_mesh(1))
   restored = checkpointing.restore(manager, manager.latest_step(),
                                    model=target)

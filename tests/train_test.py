@@ -11,7 +11,6 @@ import pytest
 from configs import default
 from mre_jax import checkpointing
 from mre_jax import input_pipeline
-from mre_jax import teacher_logits
 from mre_jax import train
 from mre_jax.errors import CheckpointError, TeacherLogitsError
 
@@ -45,8 +44,7 @@ def params_of(workdir, config, which="latest"):
   trainer = train.Trainer(config, workdir)
   manager = checkpointing.open_manager(workdir, read_only=True)
   step = checkpointing.resolve_step(manager, which)
-  shapes = jax.eval_shape(lambda: train.models.init_variables(
-      trainer.model, jax.random.PRNGKey(0), config.image_size))
+  shapes = train.models.abstract_variables(trainer.model, config.image_size)
   return jax.tree.map(np.asarray, checkpointing.restore(
       manager, step, model=shapes)["model"]["params"])
 
