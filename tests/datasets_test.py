@@ -286,6 +286,14 @@ def test_synthetic_tiny_through_load_splits(tmp_path):
                                 splits["train"].labels)
 
 
+def test_damaged_prepared_split_is_one_clear_error(tmp_path):
+  datasets.prepare("synthetic_faces", data_dir=tmp_path, config="tiny")
+  (record,) = tmp_path.glob("synthetic_faces/tiny/*/*-train.array_record*")
+  record.write_bytes(record.read_bytes()[:200])
+  with pytest.raises(DatasetError, match="unreadable.*delete that folder"):
+    datasets.load_splits("synthetic_faces", data_dir=tmp_path, config="tiny")
+
+
 def test_validation_modes(tmp_path):
   auto = datasets.load_splits("synthetic_faces", data_dir=tmp_path,
                               config="tiny")

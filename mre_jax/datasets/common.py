@@ -559,12 +559,19 @@ def prepare(name: str, *, data_dir: str | os.PathLike[str],
 
 def read_split(builder: tfds.core.DatasetBuilder, split: str) -> SplitData:
   """Reads a whole prepared split into memory with one bulk read."""
-  source = builder.as_data_source(split)
-  records = source.__getitems__(range(len(source)))
   shape = tuple(builder.info.features["image"].shape)
-  images = np.empty((len(records), *shape), dtype=np.uint8)
-  for i, record in enumerate(records):
-    images[i] = record["image"]
+  try:
+    source = builder.as_data_source(split)
+    records = source.__getitems__(range(len(source)))
+    images = np.empty((len(records), *shape), dtype=np.uint8)
+    for i, record in enumerate(records):
+      images[i] = record["image"]
+  except Exception as e:  # TFDS and array_record raise many types.
+    raise DatasetError(
+        f"the prepared {builder.name} split {split!r} in {builder.data_dir} "
+        f"is unreadable ({type(e).__name__}: {e}). It may be damaged or "
+        "written by another version; delete that folder and run again to "
+        "prepare it anew.") from e
   labels = np.fromiter((r["label"] for r in records), dtype=np.int32,
                        count=len(records))
   return SplitData(
