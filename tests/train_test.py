@@ -136,6 +136,31 @@ def test_kd_uses_teacher_logits_of_the_view_shown():
   np.testing.assert_allclose(np.asarray(batch["image"]), expected, atol=1e-6)
 
 
+def test_train_step_learns_from_the_teacher_logits(data_dir):
+  """With kd_weight > 0 the update depends on the teacher logits given."""
+  config = tiny_config(data_dir, model="student_c", epochs=1)
+  config.distill.ce_weight, config.distill.kd_weight = 0.0, 1.0
+  mesh = input_pipeline.make_mesh(1)
+  model = train.build_model(config, 7)
+  tx, plateau = (train.make_optimizer(config, 0.1),
+                 train.make_plateau(config))
+  chunk = train.make_train_chunk(model, tx, config, mesh, 32, 0.0, 1.0)
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (64, 48, 48, 1), np.uint8)
+  perm = jnp.arange(64)
+  weights = jnp.ones(7)
+  params = []
+  for seed in (1, 2):
+    logits = np.random.default_rng(seed).normal(0, 5, (64, 2, 7))
+    data = input_pipeline.put_on_mesh(
+        {"image": images, "label": np.zeros(64, np.int32),
+         "teacher_logits": logits.astype(np.float32)}, mesh)
+    state = train.init_state(model, config, tx, plateau, mesh)
+    state, _ = chunk(state, data, perm, weights, 0, num_steps=1)
+    params.append(np.asarray(state.params["fc4"]["kernel"]))
+  assert not np.allclose(params[0], params[1])
+
+
 def test_one_and_four_devices_train_identically(data_dir, tmp_path):
   config = tiny_config(data_dir, epochs=1)
   # A small step keeps float reordering across devices from being amplified.
