@@ -1,37 +1,13 @@
 """Shared base config: the paper's training recipe (Mini-ResEmoteNet, Sec. III-D).
 
-Every hyperparameter and every paper number lives here; the other config files
-pick a model, a dataset and an experiment. Config files take an argument
+Every hyperparameter lives here, each with its source; the paper's published
+results live in :mod:`mre_jax.paper`. The other config files pick a model, a
+dataset and an experiment. Config files take an argument
 string, e.g. ``configs/studentA.py:fer2013,exp=E1``: a dataset name and
 ``key=value`` pairs (see :func:`mre_jax.config_lib.apply_args`).
 """
 
 from ml_collections import config_dict
-
-# Table IV: the distillation experiments (student preset, T, alpha).
-EXPERIMENTS = {
-    "E1": ("student_a", 3.0, 0.20),
-    "E2": ("student_a", 3.0, 0.15),
-    "E3": ("student_b", 3.0, 0.20),
-    "E4": ("student_b", 3.0, 0.15),
-    "E5": ("student_b", 3.0, 0.10),
-    "E6": ("student_c", 3.0, 0.20),
-}
-
-# Table IV test accuracy (%), the reference numbers for docs/results.md.
-PAPER_TEST_ACCURACY = {
-    "fer2013": {"teacher": 79.79, "E1": 76.42, "E2": 76.17, "E3": 68.75,
-                "E4": 70.20, "E5": 69.56, "E6": 58.58},
-    "raf_db": {"teacher": 94.76, "E1": 85.00, "E4": 82.45},
-}
-
-# Table V: model size (MB) and inference time per image (ms, Tesla P100).
-PAPER_TABLE_V = {
-    "size_mb": {"teacher": 306.09, "E1": 76.56, "E4": 19.16},
-    "inference_ms": {"fer2013": {"teacher": 1.4, "E1": 0.14, "E4": 0.15},
-                     "raf_db": {"teacher": 3.2, "E1": 0.29, "E4": 0.24}},
-}
-
 
 def get_config():
   """The paper's recipe for any model; other configs override fields."""

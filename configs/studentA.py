@@ -12,4 +12,4 @@ from mre_jax import config_lib
 def get_config(arg=None):
   config = default.get_config()
   config.model = "student_a"
-  return config_lib.apply_args(config, arg, default.EXPERIMENTS, student=True)
+  return config_lib.apply_args(config, arg, student=True)

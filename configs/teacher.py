@@ -12,4 +12,4 @@ def get_config(arg=None):
   config.model = "teacher"
   config.distill.kd_weight = 0.0
   config.distill.ce_weight = 1.0
-  return config_lib.apply_args(config, arg, default.EXPERIMENTS, student=False)
+  return config_lib.apply_args(config, arg, student=False)

@@ -70,7 +70,7 @@ import numpy as np
 from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax import models
-from mre_jax import train
+from mre_jax.training import train
 from mre_jax.errors import ConfigError
 from mre_jax.errors import UserError
 

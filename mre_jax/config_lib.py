@@ -11,6 +11,7 @@ from __future__ import annotations
 from ml_collections import config_dict
 
 from mre_jax import models
+from mre_jax import paper
 from mre_jax.errors import ConfigError
 
 DATASETS = ("fer2013", "raf_db", "synthetic_faces")
@@ -47,7 +48,6 @@ def _number(key: str, value: str) -> float:
 
 
 def apply_args(config: config_dict.ConfigDict, arg: str | None,
-               experiments: dict[str, tuple[str, float, float]],
                student: bool) -> config_dict.ConfigDict:
   """Applies a config file's argument string to ``config`` in place."""
   dataset, pairs = parse_args(arg)
@@ -58,10 +58,10 @@ def apply_args(config: config_dict.ConfigDict, arg: str | None,
       raise ConfigError("exp= selects a distillation experiment; use it with "
                         "configs/studentA.py, studentB.py or studentC.py")
     exp = pairs["exp"].upper()
-    if exp not in experiments:
+    if exp not in paper.EXPERIMENTS:
       raise ConfigError(f"unknown experiment {pairs['exp']!r}; expected one "
-                        f"of {sorted(experiments)} (Table IV)")
-    model, temperature, alpha = experiments[exp]
+                        f"of {sorted(paper.EXPERIMENTS)} (Table IV)")
+    model, temperature, alpha = paper.EXPERIMENTS[exp]
     if model != config.model:
       raise ConfigError(f"experiment {exp} distils {model}, but this config "
                         f"trains {config.model}")

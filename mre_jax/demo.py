@@ -8,7 +8,7 @@ from ml_collections import config_dict
 
 from mre_jax import distributed
 from mre_jax import models
-from mre_jax import train
+from mre_jax.training import train
 
 
 def _size_mb(num_params: int) -> float:

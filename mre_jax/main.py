@@ -50,7 +50,7 @@ DEMO_HINT = ("To try mre_jax without any download, run the offline demo: "
 def run(config, workdir: str, mode: str) -> None:
   """Dispatches one command; raises UserError for bad input."""
   from mre_jax import demo  # pylint: disable=g-import-not-at-top
-  from mre_jax import train  # pylint: disable=g-import-not-at-top
+  from mre_jax.training import train  # pylint: disable=g-import-not-at-top
   if config.get("workflow") == "demo":
     demo.run(config, workdir, mode)
   elif mode == "train":

@@ -29,6 +29,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mre_jax import paper
+from mre_jax.labels import NUM_CLASSES
+
 Dtype = Any
 
 
@@ -40,14 +43,9 @@ class ModelSpec:
   num_params: int  # Table II total, checked by the tests.
 
 
-# Table II of Mini-ResEmoteNet. Student C's published count implies an SE hidden
-# width of 32 = 4w, i.e. reduction 1.
+# The presets of Table II.
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "teacher": ModelSpec(width=64, se_reduction=16, num_params=80_238_599),
-    "student_a": ModelSpec(width=32, se_reduction=16, num_params=20_069_383),
-    "student_b": ModelSpec(width=16, se_reduction=16, num_params=5_022_215),
-    "student_c": ModelSpec(width=8, se_reduction=1, num_params=1_259_911),
-}
+    name: ModelSpec(**spec) for name, spec in paper.TABLE_II.items()}
 
 
 def torch_weight_init(scale: float = 1.0) -> Callable[..., jax.Array]:
@@ -167,7 +165,7 @@ class ResEmoteNet(nn.Module):
   """
   width: int = 64
   se_reduction: int = 16
-  num_classes: int = 7
+  num_classes: int = NUM_CLASSES
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -196,7 +194,8 @@ class ResEmoteNet(nn.Module):
     return x.astype(jnp.float32)
 
 
-def get_model(name: str, num_classes: int = 7, dtype: Dtype = jnp.float32,
+def get_model(name: str, num_classes: int = NUM_CLASSES,
+              dtype: Dtype = jnp.float32,
               width: int | None = None) -> ResEmoteNet:
   """Returns the preset ``teacher | student_a | student_b | student_c``.
 

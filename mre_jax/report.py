@@ -21,7 +21,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from mre_jax import evaluate
+from mre_jax.evaluation import metrics
 from mre_jax.errors import UserError
 
 def paper_numbers() -> dict[str, dict[str, float]]:
@@ -150,7 +150,7 @@ def write_report(workdirs: Sequence[str], output: str) -> str:
   figures = []
   for r in records:
     name = f"confusion_{r['dataset']}_{r['experiment']}.png"
-    if evaluate.plot_confusion(np.asarray(r["confusion_matrix"]),
+    if metrics.plot_confusion(np.asarray(r["confusion_matrix"]),
                                r["class_names"],
                                os.path.join(output, "figures", name),
                                title=f"{r['dataset']} {r['experiment']} (test)"):

@@ -35,7 +35,7 @@ from mre_jax import datasets
 from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax import models
-from mre_jax import train
+from mre_jax.training import train
 from mre_jax.errors import ConfigError, UserError
 
 _DEVICES = flags.DEFINE_list("devices", ["1", "2", "4"],

@@ -6,7 +6,7 @@ import os
 from configs import demo as demo_config
 from mre_jax import demo
 from mre_jax import report
-from mre_jax import train
+from mre_jax.training import train
 
 
 def test_demo_runs_teacher_logits_student_and_evaluates_both(tmp_path,

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mre_jax import losses
+from mre_jax.training import losses
 
 
 def _softmax(x):

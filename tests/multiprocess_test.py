@@ -32,7 +32,7 @@ from mre_jax import datasets
 from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax import models
-from mre_jax import train
+from mre_jax.training import train
 from mre_jax.errors import CheckpointError, ConfigError, DistributedError
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 from configs import default
 from mre_jax import checkpointing
 from mre_jax import input_pipeline
-from mre_jax import train
+from mre_jax.training import train
 from mre_jax.errors import CheckpointError, TeacherLogitsError
 
 

@@ -31,10 +31,8 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from mre_jax.errors import DatasetError
-
-CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise",
-               "neutral")
-NUM_CLASSES = len(CLASS_NAMES)
+from mre_jax.labels import CLASS_NAMES
+from mre_jax.labels import NUM_CLASSES
 DATASET_NAMES = ("fer2013", "raf_db", "synthetic_faces")
 VALIDATION_MODES = ("auto", "holdout", "test")
 

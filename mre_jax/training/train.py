@@ -32,11 +32,12 @@ from mre_jax import checkpointing
 from mre_jax import config_lib
 from mre_jax import datasets
 from mre_jax import distributed
-from mre_jax import evaluate
+from mre_jax.evaluation import predict
+from mre_jax.evaluation import metrics
 from mre_jax import input_pipeline
-from mre_jax import losses
+from mre_jax.training import losses
 from mre_jax import models
-from mre_jax import teacher_logits
+from mre_jax.training import teacher_logits
 from mre_jax.errors import CheckpointError, ConfigError, DatasetError
 
 
@@ -461,7 +462,7 @@ class Trainer:
     train_chunk = make_train_chunk(self.model, tx, config, mesh,
                                    self.global_batch, self.ce_weight,
                                    self.kd_weight)
-    predict_fn = evaluate.make_predict_fn(self.model, mesh, config.image_size)
+    predict_fn = predict.make_predict_fn(self.model, mesh, config.image_size)
     weights = jnp.asarray(data.class_weights if data.class_weights is not None
                           else np.ones(len(datasets.CLASS_NAMES), np.float32))
     weights = jax.device_put(weights, distributed.replicated(mesh))
@@ -567,9 +568,9 @@ class Trainer:
   def evaluate_split(self, predict_fn, variables, split: str
                      ) -> dict[str, Any]:
     data = self.eval_data()
-    logits = evaluate.predict(predict_fn, variables, data.device[split],
+    logits = predict.predict(predict_fn, variables, data.device[split],
                               self.mesh, self.config.eval_batch_size)
-    return evaluate.metrics_from_logits(
+    return metrics.metrics_from_logits(
         logits, data.splits[split].labels, data.class_weights,
         data.splits[split].class_names)
 
@@ -583,19 +584,19 @@ class Trainer:
     variables = checkpointing.restore(
         manager, step,
         model=distributed.abstract_replicated(abstract, self.mesh))["model"]
-    predict_fn = evaluate.make_predict_fn(self.model, self.mesh,
+    predict_fn = predict.make_predict_fn(self.model, self.mesh,
                                           self.config.image_size)
     results = {}
     for split in (s.strip() for s in self.config.eval.splits.split(",")):
       if not split:
         continue
-      metrics = self.evaluate_split(predict_fn, variables, split)
-      metrics["checkpoint_step"] = int(step)
-      results[split] = metrics
+      result = self.evaluate_split(predict_fn, variables, split)
+      result["checkpoint_step"] = int(step)
+      results[split] = result
       if distributed.is_main_process():
-        evaluate.write_report(self.workdir, split, metrics,
+        metrics.write_report(self.workdir, split, result,
                               self.eval_data().splits[split].class_names)
-      logging.info(evaluate.format_summary(split, metrics, step))
+      logging.info(metrics.format_summary(split, result, step))
     return results
 
   def export_logits(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from mre_jax import checkpointing
 from mre_jax import distributed
-from mre_jax import evaluate
+from mre_jax.evaluation import predict
 from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.datasets import SplitData
@@ -90,12 +90,12 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
   """Runs the teacher over ``data`` (both views) and writes ``path``."""
   model, variables, step, teacher_meta = restore_teacher(
       teacher_workdir, teacher_checkpoint, mesh, image_size)
-  predict_fn = evaluate.make_predict_fn(model, mesh, image_size)
+  predict_fn = predict.make_predict_fn(model, mesh, image_size)
   views = []
   for flip in (False, True):
     log(f"teacher logits: {'flipped' if flip else 'original'} view of "
         f"{split.num_examples} {split.dataset}/{split.split} examples")
-    views.append(evaluate.predict(predict_fn, variables, data, mesh,
+    views.append(predict.predict(predict_fn, variables, data, mesh,
                                   batch_size, flip=flip))
   logits = np.stack(views, axis=1).astype(np.float32)
   meta = dict(data_meta(split, image_size), format=FORMAT, teacher={
