@@ -5,11 +5,11 @@ Table IV), ``:raf_db,alpha=0.15``, or ``:fer2013,baseline`` (no teacher).
 Name the teacher with ``--config.distill.teacher_workdir=DIR``.
 """
 
-from configs import default
 from mre_jax import config_lib
+from mre_jax import recipe
 
 
 def get_config(arg=None):
-  config = default.get_config()
+  config = recipe.get_config()
   config.model = "student_b"
   return config_lib.apply_args(config, arg, student=True)

@@ -3,13 +3,13 @@
 Usage: ``--config=configs/teacher.py:fer2013`` (or ``:raf_db``).
 """
 
-from configs import default
 from mre_jax import config_lib
+from mre_jax import recipe
 
 
 def get_config(arg=None):
-  config = default.get_config()
+  config = recipe.get_config()
+  # A teacher never distils: ce_weight 1, kd_weight 0, by the one rule of
+  # mre_jax.config_lib.distill_weights.
   config.model = "teacher"
-  config.distill.kd_weight = 0.0
-  config.distill.ce_weight = 1.0
   return config_lib.apply_args(config, arg, student=False)

@@ -6,9 +6,15 @@ steps are epochs. Each step holds three items:
 * ``model``: ``{"params", "batch_stats"}``, all a teacher or evaluation needs;
 * ``train``: optimiser and plateau state, RNG and step counter (absent from
   checkpoints imported with :mod:`mre_jax.convert`);
-* ``meta``: JSON with the format tag, the model preset, the run's identity
-  (dataset, image size ...) and the host-side loop state (epoch, best-so-far,
-  early-stopping counter, whether training finished).
+* ``meta``: JSON with the format tag, the model (:func:`model_meta`: preset,
+  width, SE reduction, class names), the preprocessing its inputs need
+  (:func:`preprocessing_meta`), the run's identity (dataset, image size ...)
+  and the host-side loop state (epoch, best-so-far, early-stopping counter,
+  whether training finished).
+
+:func:`load_model` is the one way to rebuild a trained or imported model from
+a workdir: evaluation, teacher-logit export, the predictor and the PyTorch
+import all use it, and it needs nothing but the checkpoint.
 
 Preservation keeps the latest step and the best by validation accuracy (ties go
 to the earlier epoch, matching the early-stopping rule).
@@ -16,13 +22,18 @@ to the earlier epoch, matching the early-stopping rule).
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from mre_jax import input_pipeline
+from mre_jax import models
 from mre_jax.errors import CheckpointError
+from mre_jax.labels import CLASS_NAMES
 
 FORMAT = "mre_jax.checkpoint/1"
 _ITEMS = ("model", "train", "meta")
@@ -131,9 +142,113 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model: Any,
     restored = manager.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # orbax raises many types for mismatched trees.
     raise CheckpointError(
-        f"checkpoint {where} does not match the configured model "
+        f"checkpoint {where} does not match the model it describes, "
         f"{meta.get('model')} ({type(e).__name__}: {e}). Use the config it was "
         "trained with, or another --workdir.") from e
   return {"model": restored["model"],
           "train": restored["train"] if train is not None else None,
           "meta": meta}
+
+
+def model_meta(name: str, model: models.ResEmoteNet,
+               class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
+  """What rebuilds ``model``: preset name, width, SE reduction, classes."""
+  if len(class_names) != model.num_classes:
+    raise CheckpointError(
+        f"{len(class_names)} class names for a model with {model.num_classes} "
+        "outputs; give one name per output.")
+  return {"name": name, "width": model.width,
+          "se_reduction": model.se_reduction,
+          "num_classes": model.num_classes, "class_names": list(class_names)}
+
+
+def preprocessing_meta(image_size: int,
+                       channels: int | None = None) -> dict[str, Any]:
+  """What :func:`mre_jax.input_pipeline.preprocess` did to the inputs.
+
+  ``channels`` is the channel count of the training images (1: grey, 3: RGB;
+  None: unknown), so that applications can match it.
+  """
+  return {"image_size": int(image_size), "channels": channels,
+          "normalization": {"mean": list(input_pipeline.IMAGENET_MEAN),
+                            "std": list(input_pipeline.IMAGENET_STD)}}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A model rebuilt from a checkpoint, with everything needed to apply it."""
+  model: models.ResEmoteNet
+  variables: Any  # {"params", "batch_stats"}.
+  meta: dict[str, Any]  # The checkpoint's meta item.
+  step: int  # The epoch restored (0 for imported weights).
+  workdir: str
+
+  @property
+  def name(self) -> str:
+    return self.meta["model"]["name"]
+
+  @property
+  def image_size(self) -> int:
+    return int(self.meta["preprocessing"]["image_size"])
+
+  @property
+  def channels(self) -> int | None:
+    return self.meta["preprocessing"].get("channels")
+
+  @property
+  def class_names(self) -> tuple[str, ...]:
+    return tuple(self.meta["model"]["class_names"])
+
+
+def _spec_problem(meta: dict[str, Any]) -> str | None:
+  model = meta.get("model")
+  keys = ("name", "width", "se_reduction", "num_classes", "class_names")
+  if not isinstance(model, dict) or any(k not in model for k in keys):
+    return f"its model description {model!r} lacks one of {keys}"
+  if "image_size" not in meta.get("preprocessing", {}):
+    return "it does not record its preprocessing (image size)"
+  return None
+
+
+def load_model(workdir: str, which: str | int = "best", *,
+               mesh: jax.sharding.Mesh | None = None,
+               dtype: Any = jnp.float32) -> LoadedModel:
+  """Rebuilds the model of ``workdir``'s checkpoint ``which`` and restores it.
+
+  The architecture, classes and preprocessing come from the checkpoint's own
+  metadata, so no config is needed. ``which`` is ``best``, ``latest`` or an
+  epoch. With ``mesh`` the variables are replicated on it, otherwise they go
+  to the default device. ``dtype`` is the compute dtype.
+  """
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    raise CheckpointError(
+        f"{workdir} holds no checkpoints/ folder: point at a workdir trained "
+        "with python -m mre_jax.main or imported with python -m "
+        "mre_jax.convert.")
+  manager = open_manager(workdir, read_only=True)
+  try:
+    step = resolve_step(manager, which)
+    meta = read_meta(manager, step)
+    problem = _spec_problem(meta)
+    if problem:
+      raise CheckpointError(
+          f"checkpoint {step} of {workdir} cannot be loaded: {problem}. It "
+          "was written by an older mre_jax; retrain or re-import it.")
+    spec = meta["model"]
+    model = models.ResEmoteNet(width=spec["width"],
+                               se_reduction=spec["se_reduction"],
+                               num_classes=spec["num_classes"], dtype=dtype)
+    target = models.abstract_variables(model)
+    if mesh is not None:
+      sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    else:
+      sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        target)
+    variables = restore(manager, step, model=target)["model"]
+  finally:
+    manager.close()
+  return LoadedModel(model=model, variables=variables, meta=meta, step=step,
+                     workdir=workdir)

@@ -12,9 +12,10 @@ from ml_collections import config_dict
 
 from mre_jax import models
 from mre_jax import paper
+from mre_jax.dataset_names import DATASET_NAMES
+from mre_jax.dataset_names import VALIDATION_MODES
 from mre_jax.errors import ConfigError
 
-DATASETS = ("fer2013", "raf_db", "synthetic_faces")
 DTYPES = ("float32", "bfloat16")
 _ARG_KEYS = ("exp", "alpha", "T", "baseline", "width")
 
@@ -31,11 +32,11 @@ def parse_args(arg: str | None) -> tuple[str | None, dict[str, str]]:
       pairs[key] = value
     elif token == "baseline":
       pairs["baseline"] = "true"
-    elif token in DATASETS:
+    elif token in DATASET_NAMES:
       dataset = token
     else:
       raise ConfigError(f"unknown config argument {token!r} in {arg!r}; "
-                        f"expected a dataset {DATASETS} or key=value")
+                        f"expected a dataset {DATASET_NAMES} or key=value")
   return dataset, pairs
 
 
@@ -82,16 +83,26 @@ def apply_args(config: config_dict.ConfigDict, arg: str | None,
 
 
 def distill_weights(config: config_dict.ConfigDict) -> tuple[float, float]:
-  """(ce_weight, kd_weight): explicit values, else 1 - alpha and alpha."""
+  """(ce_weight, kd_weight) of a run: the one rule for the loss weights.
+
+  ``config`` is a run's config, or one read back from its ``config.json``
+  (``ConfigDict(json.load(f))``). Weights set explicitly (>= 0) are kept;
+  unset (negative) ones follow alpha: ``kd_weight = alpha``,
+  ``ce_weight = 1 - alpha``. A teacher never distils: its ``kd_weight`` is 0
+  whatever is set, and its ``ce_weight`` defaults to 1 (plain class-weighted
+  cross-entropy, as configs/teacher.py trains it).
+  """
   d = config.distill
+  if config.model == "teacher":
+    return float(d.ce_weight if d.ce_weight >= 0 else 1.0), 0.0
   kd = d.kd_weight if d.kd_weight >= 0 else d.alpha
   ce = d.ce_weight if d.ce_weight >= 0 else 1.0 - d.alpha
   return float(ce), float(kd)
 
 
 def is_student(config: config_dict.ConfigDict) -> bool:
-  """A run distils when it has a positive KD weight."""
-  return config.model != "teacher" and distill_weights(config)[1] > 0
+  """A run distils when it has a positive KD weight (never a teacher)."""
+  return distill_weights(config)[1] > 0
 
 
 def _check(ok: bool, field: str, value, expected: str) -> None:
@@ -107,10 +118,10 @@ def validate(config: config_dict.ConfigDict) -> None:
          f"one of {sorted(models.MODEL_SPECS)}")
   _check(c.model_width >= 0, "model_width", c.model_width, ">= 0")
   _check(c.dtype in DTYPES, "dtype", c.dtype, f"one of {DTYPES}")
-  _check(c.dataset.name in DATASETS, "dataset.name", c.dataset.name,
-         f"one of {DATASETS}")
-  _check(c.dataset.validation in ("auto", "holdout", "test"),
-         "dataset.validation", c.dataset.validation, "auto, holdout or test")
+  _check(c.dataset.name in DATASET_NAMES, "dataset.name", c.dataset.name,
+         f"one of {DATASET_NAMES}")
+  _check(c.dataset.validation in VALIDATION_MODES, "dataset.validation",
+         c.dataset.validation, f"one of {VALIDATION_MODES}")
   _check(c.image_size >= 16, "image_size", c.image_size, ">= 16")
   for field in ("batch_size", "eval_batch_size", "num_epochs"):
     _check(c[field] > 0, field, c[field], "a positive integer")

@@ -35,6 +35,8 @@ import numpy as np
 from mre_jax import checkpointing
 from mre_jax import models
 from mre_jax.errors import CheckpointError, ConfigError, UserError
+from mre_jax.labels import CLASS_NAMES
+from mre_jax.labels import NUM_CLASSES
 
 # Keys under which training scripts commonly nest the state_dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -151,7 +153,8 @@ def _strip_data_parallel_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def torch_state_dict_to_flax(state_dict: Mapping[str, Any], model_name: str,
-                             num_classes: int = 7) -> dict[str, Any]:
+                             num_classes: int = NUM_CLASSES
+                             ) -> dict[str, Any]:
   """Converts a ResEmoteNet state_dict to ``{"params", "batch_stats"}``.
 
   Args:
@@ -295,32 +298,41 @@ class ImportResult:
 
 
 def import_checkpoint(torch_checkpoint: str, model_name: str, workdir: str,
-                      num_classes: int = 7) -> ImportResult:
+                      num_classes: int = NUM_CLASSES, image_size: int = 64,
+                      channels: int | None = None) -> ImportResult:
   """Writes ``torch_checkpoint`` as step 0 of a new workdir and reads it back.
 
-  The checkpoint is restored onto the model's abstract variables, exactly as
-  the training code restores a teacher, and compared with what was written.
+  The checkpoint is read back with :func:`checkpointing.load_model`, exactly
+  as evaluation and distillation load it, and compared with what was written.
+  ``image_size`` and ``channels`` describe the inputs the weights were trained
+  on (ResEmoteNet: 64x64; FER2013 is grey, channels 1).
   """
   model = models.get_model(model_name, num_classes=num_classes)
   if num_classes < 1:
     raise ConfigError(f"--num_classes must be positive, got {num_classes}")
+  if image_size < 16:
+    raise ConfigError(f"--image_size must be at least 16, got {image_size}")
+  if channels not in (None, 1, 3):
+    raise ConfigError(f"--channels must be 1 (grey) or 3 (RGB), got "
+                      f"{channels}")
+  class_names = (CLASS_NAMES if num_classes == NUM_CLASSES else
+                 tuple(f"class_{i}" for i in range(num_classes)))
   workdir = os.path.abspath(workdir)
   _require_no_checkpoints(workdir)
   source = os.path.abspath(torch_checkpoint)
   variables = torch_state_dict_to_flax(load_state_dict(source), model_name,
                                        num_classes)
-  meta = {"model": {"name": model_name, "width": model.width,
-                    "se_reduction": model.se_reduction,
-                    "num_classes": num_classes},
+  meta = {"model": checkpointing.model_meta(model_name, model, class_names),
+          "preprocessing": checkpointing.preprocessing_meta(image_size,
+                                                            channels),
           "epoch": 0, "best_epoch": 0, "best_val_accuracy": None,
           "finished": True, "source": f"imported from {source}"}
   manager = checkpointing.open_manager(workdir)
   try:
     checkpointing.save(manager, 0, model=variables, meta=meta)
-    restored = checkpointing.restore(
-        manager, 0, model=models.abstract_variables(model))["model"]
   finally:
     manager.close()
+  restored = checkpointing.load_model(workdir, 0).variables
   same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), variables,
                       restored)
   step_dir = os.path.join(checkpointing.checkpoint_dir(workdir), "0")
@@ -346,7 +358,13 @@ def _define_flags() -> flags.FlagValues:
                       "New run directory; the checkpoint goes to "
                       "WORKDIR/checkpoints/0. Existing checkpoints are never "
                       "overwritten.", flag_values=fv)
-  flags.DEFINE_integer("num_classes", 7, "Outputs of fc4.", flag_values=fv)
+  flags.DEFINE_integer("num_classes", NUM_CLASSES, "Outputs of fc4.",
+                       flag_values=fv)
+  flags.DEFINE_integer("image_size", 64, "Input size the weights were trained "
+                       "at (ResEmoteNet: 64).", flag_values=fv)
+  flags.DEFINE_enum("channels", None, ["1", "3"], "Channels of the training "
+                    "images: 1 for grey (FER2013), 3 for RGB (RAF-DB); unset "
+                    "if unknown.", flag_values=fv)
   flags.mark_flags_as_required(["torch_checkpoint", "workdir"], flag_values=fv)
   return fv
 
@@ -362,8 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest = fv(argv)
     if len(rest) > 1:
       raise UserError(f"unexpected arguments {rest[1:]}; see --help")
-    result = import_checkpoint(fv.torch_checkpoint, fv.model, fv.workdir,
-                               fv.num_classes)
+    result = import_checkpoint(
+        fv.torch_checkpoint, fv.model, fv.workdir, fv.num_classes,
+        fv.image_size, int(fv.channels) if fv.channels else None)
   except (UserError, flags.Error) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -6,9 +6,12 @@ import os
 
 from ml_collections import config_dict
 
+from mre_jax import checkpointing
 from mre_jax import distributed
 from mre_jax import models
-from mre_jax.training import train
+from mre_jax.evaluation import evaluator
+from mre_jax.training import teacher_logits
+from mre_jax.training import trainer
 
 
 def _size_mb(num_params: int) -> float:
@@ -25,17 +28,15 @@ def run(config: config_dict.ConfigDict, workdir: str, mode: str) -> None:
   rows = []
   for name, run_config, run_dir in (("teacher", config.teacher, teacher_dir),
                                     ("student", student_config, student_dir)):
-    trainer = train.Trainer(run_config, run_dir)
     if mode == "train":
-      trainer.train()
+      trainer.Trainer(run_config, run_dir).train()
     elif mode == "export_logits" and name == "student":
-      trainer.export_logits()
+      teacher_logits.export_command(run_config, run_dir)
       continue
-    results = trainer.evaluate()
-    model = trainer.model
-    params = models.count_params(
-        models.abstract_variables(model, run_config.image_size)["params"])
-    rows.append((name, run_config.model, model.width, params,
+    results = evaluator.evaluate_config(run_config, run_dir)
+    loaded = checkpointing.load_model(run_dir)
+    rows.append((name, loaded.name, loaded.model.width,
+                 models.count_params(loaded.variables["params"]),
                  results.get("validation", {}).get("accuracy"),
                  results.get("test", {}).get("accuracy")))
   if rows and distributed.is_main_process():

@@ -29,3 +29,7 @@ class TeacherLogitsError(UserError):
 
 class DistributedError(UserError):
   """Multi-process flags are inconsistent or the run's processes cannot meet."""
+
+
+class ImageError(UserError):
+  """An image given to a predictor has a wrong type or shape."""

@@ -14,8 +14,9 @@ mesh's data axis (:func:`put_on_mesh`). The jitted train or eval step then
 There is no per-example Python loop and no per-batch host-to-device copy.
 Everything is computed in the global view and depends only on the RNG and the
 example ids, so a given seed yields the same batches (same examples, same flip
-bits, bit-identical values) on one device or many, and in multi-process runs,
-where each process places only its addressable shards.
+bits, bit-identical gathered rows, and preprocessed pixels equal to float
+rounding) on one device or many, and in multi-process runs, where each process
+places only its addressable shards.
 
 Evaluation uses :func:`eval_batches`: padded, masked batches that cover every
 example exactly once whatever the batch size and device count.
@@ -269,6 +270,20 @@ def preprocess(images: jax.Array, *, image_size: int,
   mean = 255.0 * np.asarray(IMAGENET_MEAN, np.float64)
   scale = 1.0 / (255.0 * np.asarray(IMAGENET_STD, np.float64))
   return (x - mean.astype(np.float32)) * scale.astype(np.float32)
+
+
+def match_channels(images: jax.Array, channels: int | None) -> jax.Array:
+  """uint8 (B, H, W, C) -> the ``channels`` a model was trained on.
+
+  RGB becomes grey with ITU-R 601-2 luma weights (as PIL's ``convert("L")``)
+  for models trained on grey images; grey stays grey for RGB models, as
+  :func:`preprocess` replicates it; ``None`` keeps the images as they are.
+  """
+  if channels != 1 or images.shape[-1] == 1:
+    return images
+  luma = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
+  grey = jnp.round(images.astype(jnp.float32) @ luma)
+  return jnp.clip(grey, 0, 255).astype(jnp.uint8)[..., None]
 
 
 def train_batch(data: DeviceData, rng: jax.Array, perm: jax.Array,

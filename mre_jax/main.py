@@ -48,17 +48,27 @@ DEMO_HINT = ("To try mre_jax without any download, run the offline demo: "
 
 
 def run(config, workdir: str, mode: str) -> None:
-  """Dispatches one command; raises UserError for bad input."""
-  from mre_jax import demo  # pylint: disable=g-import-not-at-top
-  from mre_jax.training import train  # pylint: disable=g-import-not-at-top
+  """Dispatches one command; raises UserError for bad input.
+
+  Evaluation needs only the workdir's checkpoint and the data: it never
+  imports the training code.
+  """
+  # Imported here so that flag and config errors come before JAX starts.
+  # pylint: disable=g-import-not-at-top
   if config.get("workflow") == "demo":
+    from mre_jax import demo
     demo.run(config, workdir, mode)
-  elif mode == "train":
-    train.train_and_evaluate(config, workdir)
   elif mode == "evaluate":
-    train.Trainer(config, workdir).evaluate()
+    from mre_jax.evaluation import evaluator
+    evaluator.evaluate_config(config, workdir)
+  elif mode == "train":
+    from mre_jax.training import trainer
+    trainer.train_and_evaluate(config, workdir)
   else:
-    train.Trainer(config, workdir).export_logits()
+    from mre_jax import config_lib
+    from mre_jax.training import teacher_logits
+    config_lib.validate(config)
+    teacher_logits.export_command(config, workdir)
 
 
 def main(argv) -> None:
@@ -92,16 +102,6 @@ def _fail(message: str) -> None:
   sys.exit(2)
 
 
-def _add_config_root_to_path(argv: list[str]) -> None:
-  """Config files import ``configs.default``: make its parent importable."""
-  for arg in argv:
-    if arg.startswith("--config="):
-      path = arg.split("=", 1)[1].split(":", 1)[0]
-      root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-      if root not in sys.path:
-        sys.path.insert(0, root)
-
-
 def _override_error(error: Exception) -> str:
   """The readable message inside ml_collections' nested lookup errors."""
   while error.args and isinstance(error.args[0], BaseException):
@@ -111,11 +111,13 @@ def _override_error(error: Exception) -> str:
 
 def entry_point() -> None:
   """Runs main; config mistakes found while parsing end in one message."""
-  _add_config_root_to_path(sys.argv)
   try:
     app.run(main)
   except UserError as e:  # Raised by a config file's get_config.
     _fail(str(e))
+  except ImportError as e:  # A config file's own imports failed.
+    _fail(f"could not load --config: {e}\nConfig files build on "
+          "mre_jax.recipe and import nothing else from the repository.")
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if FLAGS.is_parsed():
       raise

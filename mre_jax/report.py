@@ -4,9 +4,10 @@
         --output=docs
 
 reads each workdir's ``config.json``, ``run_info.json``, ``metrics.jsonl`` and
-``eval_*.json`` and writes ``results.md`` (a Table-IV-style table next to the
-paper's numbers), ``results.json`` (one record per run) and PNG figures: a
-confusion matrix per run and validation accuracy per epoch for all runs.
+``eval_*.json`` and writes ``results.md`` (a table in the layout of the
+paper's Table IV, next to its test accuracies from :mod:`mre_jax.paper`),
+``results.json`` (one record per run) and PNG figures: a confusion matrix per
+run and validation accuracy per epoch for all runs.
 """
 
 from __future__ import annotations
@@ -19,21 +20,13 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+from ml_collections import config_dict
 import numpy as np
 
+from mre_jax import config_lib
+from mre_jax import paper
 from mre_jax.evaluation import metrics
 from mre_jax.errors import UserError
-
-def paper_numbers() -> dict[str, dict[str, float]]:
-  """Table IV test accuracies from configs/default.py (their one source)."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  if root not in sys.path:
-    sys.path.append(root)
-  try:
-    from configs import default  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return {}
-  return default.PAPER_TEST_ACCURACY
 
 
 def _read_json(path: str) -> Any:
@@ -43,34 +36,35 @@ def _read_json(path: str) -> Any:
 
 def load_run(workdir: str) -> dict[str, Any]:
   """One results record (see the module docstring) from a finished run."""
+  if not os.path.isdir(workdir):
+    raise UserError(f"{workdir} is not a workdir: no such directory")
   needed = [os.path.join(workdir, n) for n in ("config.json", "eval_test.json")]
   missing = [p for p in needed if not os.path.isfile(p)]
   if missing:
     raise UserError(f"{workdir} is not a finished, evaluated run: missing "
-                    f"{missing}. Train it, or run --mode=evaluate on it.")
-  config = _read_json(needed[0])
+                    f"{', '.join(missing)}. Train it, or run --mode=evaluate "
+                    "on it.")
+  config = config_dict.ConfigDict(_read_json(needed[0]))
   test = _read_json(needed[1])
   val_path = os.path.join(workdir, "eval_validation.json")
   val = _read_json(val_path) if os.path.isfile(val_path) else {}
   info_path = os.path.join(workdir, "run_info.json")
   info = _read_json(info_path) if os.path.isfile(info_path) else {}
   history = read_history(workdir)
-  distill = config.get("distill", {})
-  is_teacher = config["model"] == "teacher"
-  kd_weight = distill.get("kd_weight", -1)
-  kd_weight = 0.0 if is_teacher else (
-      kd_weight if kd_weight >= 0 else distill.get("alpha"))
+  distill = config.distill
+  is_teacher = config.model == "teacher"
+  _, kd_weight = config_lib.distill_weights(config)
   experiment = "teacher" if is_teacher else (
-      distill.get("experiment") or ("baseline" if kd_weight == 0 else "-"))
+      distill.experiment or ("baseline" if kd_weight == 0 else "-"))
   if experiment == "baseline":
-    experiment = f"baseline_{config['model']}"
+    experiment = f"baseline_{config.model}"
   return {
       "workdir": os.path.abspath(workdir),
-      "dataset": config["dataset"]["name"],
-      "model": config["model"],
+      "dataset": config.dataset.name,
+      "model": config.model,
       "experiment": experiment,
-      "T": None if is_teacher else distill.get("temperature"),
-      "alpha": None if is_teacher else distill.get("alpha"),
+      "T": None if is_teacher else distill.temperature,
+      "alpha": None if is_teacher else distill.alpha,
       "kd_weight": kd_weight,
       "val_acc": val.get("accuracy"),
       "test_acc": test["accuracy"],
@@ -101,15 +95,14 @@ def read_history(workdir: str) -> list[dict[str, Any]]:
 
 
 def markdown_table(records: Sequence[dict[str, Any]]) -> str:
-  """Table IV layout plus our columns, one row per run."""
-  paper = paper_numbers()
+  """Table IV's layout plus our columns, one row per run."""
   pct = lambda x: "-" if x is None else f"{100 * x:.2f}"
   lines = ["| dataset | run | model | T | alpha | kd_weight | val acc (%) | "
            "test acc (%) | paper test acc (%) | mean class acc (%) | epochs | "
            "wall (s) | device |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in records:
-    ref = paper.get(r["dataset"], {}).get(r["experiment"])
+    ref = paper.TEST_ACCURACY.get(r["dataset"], {}).get(r["experiment"])
     lines.append(
         f"| {r['dataset']} | {r['experiment']} | {r['model']} | "
         f"{r['T'] or '-'} | {r['alpha'] if r['alpha'] is not None else '-'} | "
@@ -149,11 +142,12 @@ def write_report(workdirs: Sequence[str], output: str) -> str:
   os.makedirs(os.path.join(output, "figures"), exist_ok=True)
   figures = []
   for r in records:
-    name = f"confusion_{r['dataset']}_{r['experiment']}.png"
+    run = f"{r['dataset']} {r['experiment']}"
+    name = f"confusion_{run.replace(' ', '_')}.png"
     if metrics.plot_confusion(np.asarray(r["confusion_matrix"]),
                                r["class_names"],
                                os.path.join(output, "figures", name),
-                               title=f"{r['dataset']} {r['experiment']} (test)"):
+                               title=f"{run} (test)"):
       figures.append(name)
   curves = plot_curves(records, os.path.join(output, "figures", "curves.png"))
   lines = ["# Results", "", markdown_table(records), ""]

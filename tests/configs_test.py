@@ -8,6 +8,8 @@ import sys
 import pytest
 
 from mre_jax import config_lib
+from mre_jax import paper
+from mre_jax.dataset_names import DATASET_NAMES
 from mre_jax.errors import ConfigError
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,20 +41,61 @@ def test_paper_defaults():
   assert config_lib.distill_weights(config) == pytest.approx((0.8, 0.2))
 
 
-@pytest.mark.parametrize("name,arg,model,temperature,alpha", [
-    ("studentA", "fer2013,exp=E1", "student_a", 3.0, 0.20),
-    ("studentA", "raf_db,exp=E2", "student_a", 3.0, 0.15),
-    ("studentB", "fer2013,exp=E3", "student_b", 3.0, 0.20),
-    ("studentB", "fer2013,exp=E4", "student_b", 3.0, 0.15),
-    ("studentB", "fer2013,exp=E5", "student_b", 3.0, 0.10),
-    ("studentC", "fer2013,exp=E6", "student_c", 3.0, 0.20),
-])
-def test_experiment_presets(name, arg, model, temperature, alpha):
-  config = load(name, arg)
-  assert config.model == model
+STUDENT_CONFIGS = {"student_a": "studentA", "student_b": "studentB",
+                   "student_c": "studentC"}
+
+
+def test_experiments_are_the_papers():
+  assert paper.EXPERIMENTS["E4"] == ("student_b", 3.0, 0.15)  # Table IV.
+  assert set(STUDENT_CONFIGS) == {m for m, _, _ in paper.EXPERIMENTS.values()}
+
+
+@pytest.mark.parametrize("exp", sorted(paper.EXPERIMENTS))
+@pytest.mark.parametrize("dataset", DATASET_NAMES)
+def test_experiment_presets(exp, dataset):
+  model, temperature, alpha = paper.EXPERIMENTS[exp]
+  config = load(STUDENT_CONFIGS[model], f"{dataset},exp={exp}")
+  assert (config.model, config.dataset.name) == (model, dataset)
+  assert config.distill.experiment == exp
   assert config.distill.temperature == temperature
   assert config.distill.alpha == alpha
-  assert config.dataset.name == arg.split(",")[0]
+  assert config_lib.distill_weights(config) == pytest.approx(
+      (1 - alpha, alpha))
+
+
+def test_default_and_demo_take_their_experiment_from_the_paper():
+  _, temperature, alpha = paper.EXPERIMENTS["E1"]
+  distill = load("default").distill
+  assert (distill.temperature, distill.alpha) == (temperature, alpha)
+  student = load("demo").student
+  model, temperature, alpha = paper.EXPERIMENTS["E6"]
+  assert student.model == model and student.distill.experiment == "E6"
+  assert (student.distill.temperature, student.distill.alpha) == (
+      temperature, alpha)
+
+
+def test_a_teacher_never_distils():
+  teacher = load("teacher", "fer2013")
+  assert config_lib.distill_weights(teacher) == (1.0, 0.0)
+  assert config_lib.distill_weights(load("demo").teacher) == (1.0, 0.0)
+  teacher.distill.kd_weight = 0.5  # Ignored: there is no teacher to distil.
+  assert config_lib.distill_weights(teacher) == (1.0, 0.0)
+  teacher.distill.ce_weight = 0.5
+  assert config_lib.distill_weights(teacher) == (0.5, 0.0)
+  assert not config_lib.is_student(teacher)
+  # A student preset switched to the teacher model trains as a teacher.
+  student = load("studentA", "fer2013,exp=E1")
+  student.model = "teacher"
+  assert config_lib.distill_weights(student) == (1.0, 0.0)
+  config_lib.validate(student)  # Needs no teacher_workdir.
+
+
+def test_explicit_weights_override_alpha():
+  config = load("studentB", "fer2013,exp=E4")
+  config.distill.kd_weight = 0.5
+  assert config_lib.distill_weights(config) == pytest.approx((0.85, 0.5))
+  config.distill.ce_weight = 0.0
+  assert config_lib.distill_weights(config) == (0.0, 0.5)
 
 
 def test_arguments_override_fields():

@@ -39,3 +39,66 @@ def compilation_cache(tmp_path_factory):
                     str(tmp_path_factory.mktemp("jax_cache")))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   yield
+
+
+def make_tiny_config(data_dir, model="teacher", epochs=2, **distill):
+  """The paper's recipe at test sizes, on the tiny synthetic_faces set."""
+  from mre_jax import recipe  # pylint: disable=g-import-not-at-top
+  config = recipe.get_config()
+  config.model = model
+  config.model_width = 4
+  config.dataset.name = "synthetic_faces"
+  config.dataset.builder_config = "tiny"
+  config.dataset.data_dir = data_dir
+  config.image_size = 32
+  config.batch_size = 32
+  config.eval_batch_size = 64
+  config.learning_rate = 0.02
+  config.num_epochs = epochs
+  config.steps_per_dispatch = 8
+  if model == "teacher":
+    config.distill.kd_weight, config.distill.ce_weight = 0.0, 1.0
+  for key, value in distill.items():
+    config.distill[key] = value
+  return config
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+  return make_tiny_config
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _train(config, workdir):
+  from mre_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  return str(workdir), config, trainer.train_and_evaluate(config,
+                                                          str(workdir))
+
+
+@pytest.fixture(scope="session")
+def teacher_run(data_dir, tmp_path_factory):
+  """A trained tiny teacher: (workdir, config, end-of-training metrics)."""
+  return _train(make_tiny_config(data_dir, epochs=2),
+                tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="session")
+def student_run(teacher_run, data_dir, tmp_path_factory):
+  """A tiny student C distilled from ``teacher_run`` (E6's T and alpha)."""
+  config = make_tiny_config(data_dir, model="student_c", epochs=1,
+                            teacher_workdir=teacher_run[0], temperature=3.0,
+                            alpha=0.2, experiment="E6")
+  return _train(config, tmp_path_factory.mktemp("student"))
+
+
+@pytest.fixture(scope="session")
+def baseline_run(data_dir, tmp_path_factory):
+  """A tiny student C trained without a teacher (kd_weight 0)."""
+  config = make_tiny_config(data_dir, model="student_c", epochs=1,
+                            kd_weight=0.0, ce_weight=1.0,
+                            experiment="baseline")
+  return _train(config, tmp_path_factory.mktemp("baseline"))

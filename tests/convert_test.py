@@ -23,6 +23,7 @@ from mre_jax import convert  # noqa: E402
 from mre_jax import models  # noqa: E402
 from mre_jax import torch_reference  # noqa: E402
 from mre_jax.errors import CheckpointError, ConfigError  # noqa: E402
+from mre_jax.labels import CLASS_NAMES  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -143,10 +144,9 @@ def test_train_mode_matches_pytorch():
   assert stats_error < TOLERANCE, stats_error
 
 
-def _restore(workdir: str, name: str):
-  abstract = models.abstract_variables(models.get_model(name))
-  manager = checkpointing.open_manager(workdir, read_only=True)
-  return checkpointing.restore(manager, 0, model=abstract)
+def _restore(workdir: str):
+  loaded = checkpointing.load_model(workdir, 0)
+  return {"model": loaded.variables, "meta": loaded.meta}
 
 
 def _save_pth(state_dict, path, wrapped: bool) -> None:
@@ -171,9 +171,11 @@ def test_cli_round_trip(kind, student_c, tmp_path, capsys):
   assert status == 0
   assert "1,259,911 parameters" in out and checkpointing.checkpoint_dir(
       workdir) in out
-  restored = _restore(workdir, "student_c")
-  assert restored["meta"]["model"] == {"name": "student_c", "width": 8,
-                                       "se_reduction": 1, "num_classes": 7}
+  restored = _restore(workdir)
+  assert restored["meta"]["model"] == {
+      "name": "student_c", "width": 8, "se_reduction": 1, "num_classes": 7,
+      "class_names": list(CLASS_NAMES)}
+  assert restored["meta"]["preprocessing"]["image_size"] == 64
   assert restored["meta"]["finished"] is True
   assert restored["meta"]["best_epoch"] == 0
   assert restored["meta"]["source"] == f"imported from {path}"

@@ -6,7 +6,7 @@ import os
 from configs import demo as demo_config
 from mre_jax import demo
 from mre_jax import report
-from mre_jax.training import train
+from mre_jax.evaluation import evaluator
 
 
 def test_demo_runs_teacher_logits_student_and_evaluates_both(tmp_path,
@@ -32,7 +32,7 @@ def test_demo_runs_teacher_logits_student_and_evaluates_both(tmp_path,
   os.remove(student_dir / "teacher_logits.npz")
   student = config.student
   student.distill.teacher_workdir = str(tmp_path / "no_such_teacher")
-  again = train.Trainer(student, str(student_dir)).evaluate()
+  again = evaluator.evaluate_config(student, str(student_dir))
   assert not os.path.exists(student_dir / "teacher_logits.npz")
   assert again["test"]["accuracy"] == evaluation["accuracy"]
 

@@ -28,11 +28,11 @@ import pytest
 
 from configs import teacher
 from mre_jax import checkpointing
-from mre_jax import datasets
 from mre_jax import distributed
 from mre_jax import input_pipeline
-from mre_jax import models
+from mre_jax.evaluation import evaluator
 from mre_jax.training import train
+from mre_jax.training import trainer
 from mre_jax.errors import CheckpointError, ConfigError, DistributedError
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -78,14 +78,10 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def latest_params(workdir, config):
-  model = train.build_model(config, len(datasets.CLASS_NAMES))
-  manager = checkpointing.open_manager(workdir, read_only=True)
-  shapes = models.abstract_variables(model, config.image_size)
-  target = distributed.abstract_replicated(shapes, input_pipeline.make_mesh(1))
-  restored = checkpointing.restore(manager, manager.latest_step(),
-                                   model=target)
-  return jax.tree.map(np.asarray, restored["model"]["params"])
+def latest_params(workdir):
+  loaded = checkpointing.load_model(workdir, "latest",
+                                    mesh=input_pipeline.make_mesh(1))
+  return jax.tree.map(np.asarray, loaded.variables["params"])
 
 
 class TwoProcesses:
@@ -198,13 +194,14 @@ def test_two_processes_resume_and_match_one_process(tmp_path):
   # One process, four devices, same global batch: the same parameters.
   config = make_config(data_dir)
   reference = str(tmp_path / "reference")
-  train.Trainer(config, reference, input_pipeline.make_mesh(4)).train()
+  trainer.Trainer(config, reference, input_pipeline.make_mesh(4)).train()
   jax.tree.map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-      latest_params(reference, config), latest_params(workdir, config))
+      latest_params(reference), latest_params(workdir))
 
   # One process, one device, evaluates the two processes' checkpoint.
-  again = train.Trainer(config, workdir, input_pipeline.make_mesh(1)).evaluate()
+  again = evaluator.evaluate_config(config, workdir,
+                                    input_pipeline.make_mesh(1))
   for split, report in reports.items():
     assert again[split]["num_examples"] == report["num_examples"]
     assert again[split]["checkpoint_step"] == report["checkpoint_step"]
@@ -306,13 +303,12 @@ def test_scaled_recipe_trains_as_its_explicit_equivalent(tmp_path):
   runs = {}
   for name, config in (("scaled", scaled), ("explicit", explicit)):
     runs[name] = str(tmp_path / name)
-    train.Trainer(config, runs[name], mesh).train()
+    trainer.Trainer(config, runs[name], mesh).train()
   jax.tree.map(np.testing.assert_array_equal,
-               latest_params(runs["scaled"], scaled),
-               latest_params(runs["explicit"], explicit))
+               latest_params(runs["scaled"]), latest_params(runs["explicit"]))
   with open(os.path.join(runs["scaled"], "metrics.jsonl")) as f:
     assert json.loads(f.readline())["learning_rate"] == (
         OVERRIDES["learning_rate"])
   # On two devices the same config means another global batch: no resume.
   with pytest.raises(CheckpointError, match="global_batch"):
-    train.Trainer(scaled, runs["scaled"], input_pipeline.make_mesh(2)).train()
+    trainer.Trainer(scaled, runs["scaled"], input_pipeline.make_mesh(2)).train()

@@ -8,66 +8,30 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from mre_jax import recipe
 from mre_jax import checkpointing
 from mre_jax import input_pipeline
+from mre_jax import models
+from mre_jax.errors import CheckpointError
 from mre_jax.training import train
-from mre_jax.errors import CheckpointError, TeacherLogitsError
+from mre_jax.training import trainer
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-def tiny_config(data_dir, model="teacher", epochs=2, **distill):
-  config = default.get_config()
-  config.model = model
-  config.model_width = 4
-  config.dataset.name = "synthetic_faces"
-  config.dataset.builder_config = "tiny"
-  config.dataset.data_dir = data_dir
-  config.image_size = 32
-  config.batch_size = 32
-  config.eval_batch_size = 64
-  config.learning_rate = 0.02
-  config.num_epochs = epochs
-  config.steps_per_dispatch = 8
-  if model == "teacher":
-    config.distill.kd_weight, config.distill.ce_weight = 0.0, 1.0
-  for key, value in distill.items():
-    config.distill[key] = value
-  return config
-
-
-def params_of(workdir, config, which="latest"):
-  trainer = train.Trainer(config, workdir)
-  manager = checkpointing.open_manager(workdir, read_only=True)
-  step = checkpointing.resolve_step(manager, which)
-  shapes = train.models.abstract_variables(trainer.model, config.image_size)
-  return jax.tree.map(np.asarray, checkpointing.restore(
-      manager, step, model=shapes)["model"]["params"])
-
-
-@pytest.fixture(scope="session")
-def teacher_run(data_dir, tmp_path_factory):
-  """A trained tiny teacher, shared by the student tests."""
-  workdir = str(tmp_path_factory.mktemp("teacher"))
-  config = tiny_config(data_dir, epochs=2)
-  results = train.train_and_evaluate(config, workdir)
-  return workdir, config, results
+def params_of(workdir, which="latest"):
+  return jax.tree.map(np.asarray, checkpointing.load_model(
+      workdir, which).variables["params"])
 
 
 def test_one_train_step_reduces_loss_on_fixed_batch():
-  model = train.models.get_model("student_c", width=4)
+  model = models.get_model("student_c", width=4)
   loss_fn = jax.jit(train.make_loss_fn(model, 3.0, 1.0, 0.0))
-  variables = train.models.init_variables(model, jax.random.PRNGKey(0), 32)
+  variables = models.init_variables(model, jax.random.PRNGKey(0), 32)
   images = jax.random.normal(jax.random.PRNGKey(1), (16, 32, 32, 3))
   labels = jnp.arange(16) % 7
   rng = jax.random.PRNGKey(2)
   args = (images, labels, None, jnp.ones(7), rng)
   grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
-  config = default.get_config()
+  config = recipe.get_config()
   config.learning_rate = 0.05
   tx = train.make_optimizer(config, config.learning_rate)
   (before, _), grads = grad_fn(variables["params"],
@@ -81,7 +45,7 @@ def test_one_train_step_reduces_loss_on_fixed_batch():
 
 def test_sgd_matches_torch_semantics():
   """Decay is added to the gradient before momentum, on every parameter."""
-  config = default.get_config()
+  config = recipe.get_config()
   tx = train.make_optimizer(config, 0.1)
   p = {"w": jnp.array([1.0, -2.0])}
   g = {"w": jnp.array([0.5, 0.25])}
@@ -99,7 +63,7 @@ def test_sgd_matches_torch_semantics():
 
 def test_plateau_reduces_like_pytorch():
   """ReduceLROnPlateau(patience=2): lr drops on the 3rd bad epoch, not 2nd."""
-  config = default.get_config()
+  config = recipe.get_config()
   config.plateau.patience = 2
   plateau = train.make_plateau(config)
   state = plateau.init({"w": jnp.zeros(1)})
@@ -136,12 +100,12 @@ def test_kd_uses_teacher_logits_of_the_view_shown():
   np.testing.assert_allclose(np.asarray(batch["image"]), expected, atol=1e-6)
 
 
-def test_train_step_learns_from_the_teacher_logits(data_dir):
+def test_train_step_learns_from_the_teacher_logits(data_dir, tiny_config):
   """With kd_weight > 0 the update depends on the teacher logits given."""
   config = tiny_config(data_dir, model="student_c", epochs=1)
   config.distill.ce_weight, config.distill.kd_weight = 0.0, 1.0
   mesh = input_pipeline.make_mesh(1)
-  model = train.build_model(config, 7)
+  model = train.build_model(config)
   tx, plateau = (train.make_optimizer(config, 0.1),
                  train.make_plateau(config))
   chunk = train.make_train_chunk(model, tx, config, mesh, 32, 0.0, 1.0)
@@ -161,31 +125,32 @@ def test_train_step_learns_from_the_teacher_logits(data_dir):
   assert not np.allclose(params[0], params[1])
 
 
-def test_one_and_four_devices_train_identically(data_dir, tmp_path):
+def test_one_and_four_devices_train_identically(data_dir, tmp_path,
+                                               tiny_config):
   config = tiny_config(data_dir, epochs=1)
   # A small step keeps float reordering across devices from being amplified.
   config.learning_rate = 2.0**-10
   results = {}
   for n in (1, 4):
     workdir = str(tmp_path / f"d{n}")
-    trainer = train.Trainer(config, workdir, input_pipeline.make_mesh(n))
-    trainer.train()
-    results[n] = params_of(workdir, config)
+    trainer.Trainer(config, workdir, input_pipeline.make_mesh(n)).train()
+    results[n] = params_of(workdir)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-5),
                results[1], results[4])
-  model = train.Trainer(config, str(tmp_path / "d1")).model
-  initial = train.models.init_variables(
+  model = trainer.Trainer(config, str(tmp_path / "d1")).model
+  initial = models.init_variables(
       model, jax.random.split(jax.random.PRNGKey(config.seed))[0], 32)
   assert not np.allclose(results[1]["fc4"]["kernel"],
                          initial["params"]["fc4"]["kernel"], atol=1e-6)
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(data_dir, tmp_path,
-                                                       monkeypatch):
+                                                       monkeypatch,
+                                                       tiny_config):
   config = tiny_config(data_dir, epochs=3)
   straight = str(tmp_path / "straight")
-  train.Trainer(config, straight).train()
+  trainer.Trainer(config, straight).train()
 
   interrupted = str(tmp_path / "interrupted")
   real_save = checkpointing.save
@@ -196,78 +161,37 @@ def test_interrupted_then_resumed_equals_uninterrupted(data_dir, tmp_path,
       raise KeyboardInterrupt
   monkeypatch.setattr(checkpointing, "save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
-    train.Trainer(config, interrupted).train()
+    trainer.Trainer(config, interrupted).train()
   monkeypatch.setattr(checkpointing, "save", real_save)
-  loop = train.Trainer(config, interrupted).train()
+  loop = trainer.Trainer(config, interrupted).train()
   assert loop.epoch == 3 and loop.finished
-  jax.tree.map(np.testing.assert_array_equal, params_of(straight, config),
-               params_of(interrupted, config))
+  jax.tree.map(np.testing.assert_array_equal, params_of(straight),
+               params_of(interrupted))
   lines = [json.loads(l) for l in open(os.path.join(interrupted,
                                                     "metrics.jsonl"))]
   assert [l["epoch"] for l in lines] == [1, 2, 3]
   # A finished run does nothing when rerun.
-  assert train.train_and_evaluate(config, interrupted) == {}
+  assert trainer.train_and_evaluate(config, interrupted) == {}
 
 
-def test_evaluate_reproduces_end_of_training_metrics(teacher_run):
-  workdir, config, results = teacher_run
-  assert set(results) == {"validation", "test"}
-  again = train.Trainer(config, workdir).evaluate()
-  for split in ("validation", "test"):
-    with open(os.path.join(workdir, f"eval_{split}.json")) as f:
-      report = json.load(f)
-    assert report == json.loads(json.dumps(again[split]))
-    assert report["accuracy"] == results[split]["accuracy"]
-    assert report["loss"] == pytest.approx(results[split]["loss"])
-    assert set(report) >= {"accuracy", "mean_class_accuracy",
-                           "per_class_accuracy", "loss", "confusion_matrix",
-                           "num_examples", "checkpoint_step"}
-    assert report["num_examples"] == sum(map(sum, report["confusion_matrix"]))
-    assert 0 <= report["accuracy"] <= 1
-
-
-def test_student_distils_from_teacher_logits(teacher_run, data_dir,
-                                             tmp_path):
-  teacher_dir, _, _ = teacher_run
-  config = tiny_config(data_dir, model="student_c", epochs=1,
-                       teacher_workdir=teacher_dir)
-  workdir = str(tmp_path / "student")
-  results = train.train_and_evaluate(config, workdir)
-  assert results["test"]["num_examples"] == 128
-  with np.load(os.path.join(workdir, "teacher_logits.npz")) as f:
-    meta = json.loads(str(f["meta"]))
-    assert f["logits"].shape == (meta["num_examples"], 2, 7)
-  assert meta["teacher"]["checkpoint_epoch"] >= 1
-  assert meta["image_size"] == 32 and meta["split"] == "train"
-
-
-def test_mismatched_logits_file_is_refused(teacher_run, data_dir, tmp_path):
-  teacher_dir, _, _ = teacher_run
-  config = tiny_config(data_dir, model="student_c", epochs=1,
-                       teacher_workdir=teacher_dir)
-  workdir = str(tmp_path / "student")
-  train.Trainer(config, workdir).export_logits()
-  config.image_size = 48
-  with pytest.raises(TeacherLogitsError, match="image_size"):
-    train.Trainer(config, workdir).train()
-
-
-def test_foreign_checkpoint_is_refused_and_kept(teacher_run, data_dir):
+def test_foreign_checkpoint_is_refused_and_kept(teacher_run, data_dir,
+                                               tiny_config):
   teacher_dir, _, _ = teacher_run
   config = tiny_config(data_dir, model="student_c", epochs=1,
                        teacher_workdir=teacher_dir)
   before = sorted(os.listdir(checkpointing.checkpoint_dir(teacher_dir)))
   with pytest.raises(CheckpointError, match="another run"):
-    train.Trainer(config, teacher_dir).train()
+    trainer.Trainer(config, teacher_dir).train()
   assert sorted(os.listdir(checkpointing.checkpoint_dir(teacher_dir))) == before
 
 
-def test_corrupt_checkpoint_gives_clear_error(data_dir, tmp_path):
+def test_corrupt_checkpoint_gives_clear_error(data_dir, tmp_path,
+                                              tiny_config):
   config = tiny_config(data_dir, epochs=1)
   workdir = tmp_path / "run"
   step_dir = workdir / "checkpoints" / "1"
   step_dir.mkdir(parents=True)
   (step_dir / "garbage").write_text("not a checkpoint")
   with pytest.raises(CheckpointError, match="mre_jax checkpoint"):
-    train.Trainer(config, str(workdir)).train()
+    trainer.Trainer(config, str(workdir)).train()
   assert (step_dir / "garbage").read_text() == "not a checkpoint"

@@ -16,12 +16,12 @@ returns whole splits as numpy arrays. All labels follow :data:`CLASS_NAMES`.
 from mre_jax.datasets import fer2013
 from mre_jax.datasets import raf_db
 from mre_jax.datasets import synthetic_faces
+from mre_jax.datasets.builders import load_splits
+from mre_jax.datasets.builders import prepare
 from mre_jax.datasets.common import CLASS_NAMES
 from mre_jax.datasets.common import DATASET_NAMES
 from mre_jax.datasets.common import SplitData
 from mre_jax.datasets.common import class_weights
-from mre_jax.datasets.common import load_splits
-from mre_jax.datasets.common import prepare
 
 __all__ = [
     "CLASS_NAMES",

@@ -30,7 +30,9 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mre_jax.datasets import builders
 from mre_jax.datasets import common
+from mre_jax.datasets import sources
 from mre_jax.errors import DatasetError
 
 IMAGE_SHAPE = (48, 48, 1)
@@ -77,18 +79,18 @@ class FolderLayout:
   prefix: str
 
 
-def detect_layout(tree: common.SourceTree) -> CsvLayout | FolderLayout | None:
+def detect_layout(tree: sources.SourceTree) -> CsvLayout | FolderLayout | None:
   """The FER2013 layout in a tree: the CSV wins over folders, then depth."""
   csvs = {n for n in tree.names if n.rsplit("/", 1)[-1].lower() in CSV_NAMES}
   if csvs:
-    return CsvLayout(common.shallowest(csvs))
+    return CsvLayout(sources.shallowest(csvs))
   roots = {"train": set(), "test": set()}
   for name in tree.names:
     parts = name.split("/")
     if (len(parts) >= 3 and parts[-3] in roots and
         parts[-2].lower() in common.CLASS_NAMES):
       roots[parts[-3]].add("".join(p + "/" for p in parts[:-3]))
-  prefix = common.shallowest(roots["train"] & roots["test"])
+  prefix = sources.shallowest(roots["train"] & roots["test"])
   return None if prefix is None else FolderLayout(prefix)
 
 
@@ -100,7 +102,7 @@ def _missing_message(where: str) -> str:
 # CSV layout.
 
 
-def _csv_text(tree: common.SourceTree, name: str) -> str:
+def _csv_text(tree: sources.SourceTree, name: str) -> str:
   data = tree.read(name)
   try:
     if name.lower().endswith(".gz"):
@@ -125,8 +127,8 @@ def _parse_pixels(text: str, where: str) -> np.ndarray:
   return values.astype(np.uint8).reshape(IMAGE_SHAPE)
 
 
-def csv_examples(tree: common.SourceTree, name: str
-                 ) -> dict[str, common.Examples]:
+def csv_examples(tree: sources.SourceTree, name: str
+                 ) -> dict[str, builders.Examples]:
   """Parses the challenge CSV; errors name the file and line number."""
   where_file = tree.describe(name)
   basename = name.rsplit("/", 1)[-1]
@@ -181,8 +183,8 @@ def csv_examples(tree: common.SourceTree, name: str
       raise DatasetError(
           f"{where_file} has no {usage} rows; the three Usage values "
           f"{', '.join(USAGE_TO_SPLIT)} are all required")
-  return {split: common.Examples(tuple(keys), np.array(labels, np.int64),
-                                 np.stack(images))
+  return {split: builders.Examples(tuple(keys), np.array(labels, np.int64),
+                                   np.stack(images))
           for split, (keys, labels, images) in rows.items()}
 
 
@@ -198,7 +200,7 @@ def _test_split_of(relpath: str) -> str | None:
   return None
 
 
-def _scan_folders(tree: common.SourceTree, prefix: str
+def _scan_folders(tree: sources.SourceTree, prefix: str
                   ) -> dict[str, list[tuple[str, int]]]:
   """(relative path, label) of every image in train/ and test/, sorted."""
   found = {"train": [], "test": []}
@@ -207,7 +209,7 @@ def _scan_folders(tree: common.SourceTree, prefix: str
       continue
     relpath = name[len(prefix):]
     parts = relpath.split("/")
-    if parts[0] not in found or not common.is_image_name(relpath):
+    if parts[0] not in found or not sources.is_image_name(relpath):
       continue
     if len(parts) != 3:
       raise DatasetError(
@@ -223,8 +225,8 @@ def _scan_folders(tree: common.SourceTree, prefix: str
   return found
 
 
-def folder_examples(tree: common.SourceTree, prefix: str
-                    ) -> dict[str, common.Examples]:
+def folder_examples(tree: sources.SourceTree, prefix: str
+                    ) -> dict[str, builders.Examples]:
   """Decodes the Kaggle folder layout into train / validation / test."""
   found = _scan_folders(tree, prefix)
   test_splits = [_test_split_of(relpath) for relpath, _ in found["test"]]
@@ -250,10 +252,10 @@ def folder_examples(tree: common.SourceTree, prefix: str
   splits = {}
   for split, entries in listing.items():
     relpaths = [relpath for relpath, _ in entries]
-    splits[split] = common.Examples(
+    splits[split] = builders.Examples(
         keys=tuple(relpaths),
         labels=np.array([label for _, label in entries], dtype=np.int64),
-        images=common.decode_images(
+        images=sources.decode_images(
             tree, [prefix + r for r in relpaths], IMAGE_SHAPE))
   if "validation" not in splits:
     mask = common.holdout_mask(splits["train"].labels)
@@ -266,7 +268,7 @@ def folder_examples(tree: common.SourceTree, prefix: str
 # Builder.
 
 
-class Fer2013(common.ArrayRecordBuilder):
+class Fer2013(builders.ArrayRecordBuilder):
   """FER2013: 35,887 48x48 grayscale faces in train/validation/test."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -293,8 +295,8 @@ test and every 10th image per emotion of train/ (sorted paths) is validation.
     )
 
   def _load_examples(self, dl_manager: tfds.download.DownloadManager
-                     ) -> dict[str, common.Examples]:
-    tree, layout = common.find_manual_source(
+                     ) -> dict[str, builders.Examples]:
+    tree, layout = sources.find_manual_source(
         self._manual_path(dl_manager),
         subdirs=("fer2013",),
         name_hints=("fer",),

@@ -30,7 +30,8 @@ import posixpath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mre_jax.datasets import common
+from mre_jax.datasets import builders
+from mre_jax.datasets import sources
 from mre_jax.errors import DatasetError
 
 IMAGE_SHAPE = (100, 100, 3)
@@ -89,7 +90,7 @@ def _parent(name: str, levels: int) -> str:
   return "".join(p + "/" for p in parts)
 
 
-def detect_layout(tree: common.SourceTree
+def detect_layout(tree: sources.SourceTree
                   ) -> KaggleLayout | OriginalLayout | None:
   """The RAF-DB layout in a tree: the Kaggle mirror first, then shallowest."""
   kaggle, original = set(), set()
@@ -100,9 +101,9 @@ def detect_layout(tree: common.SourceTree
     if name == LABEL_FILE or name.endswith("/" + LABEL_FILE):
       original.add(name[:-len(LABEL_FILE)])
   if kaggle:
-    return KaggleLayout(common.shallowest(kaggle))
+    return KaggleLayout(sources.shallowest(kaggle))
   if original:
-    return OriginalLayout(common.shallowest(original))
+    return OriginalLayout(sources.shallowest(original))
   return None
 
 
@@ -110,7 +111,7 @@ def _missing_message(where: str) -> str:
   return f"no RAF-DB files found in {where}. Accepted layouts:\n{LAYOUTS}"
 
 
-def _text(tree: common.SourceTree, name: str) -> str:
+def _text(tree: sources.SourceTree, name: str) -> str:
   try:
     return tree.read(name).decode("utf-8-sig")
   except UnicodeDecodeError as e:
@@ -132,13 +133,13 @@ def _raf_label(text: str, where: str) -> int:
 # Kaggle layout.
 
 
-def _scan_kaggle_folders(tree: common.SourceTree, prefix: str
+def _scan_kaggle_folders(tree: sources.SourceTree, prefix: str
                          ) -> dict[tuple[str, str], tuple[str, int]]:
   """``(split, file name) -> (relative path, RAF label)`` of every image."""
   found = {}
   root = prefix + "DATASET/"
   for name in tree.names:
-    if not name.startswith(root) or not common.is_image_name(name):
+    if not name.startswith(root) or not sources.is_image_name(name):
       continue
     relpath = name[len(prefix):]
     parts = relpath.split("/")
@@ -159,7 +160,7 @@ def _scan_kaggle_folders(tree: common.SourceTree, prefix: str
   return found
 
 
-def _label_csv(tree: common.SourceTree, prefix: str, split: str) -> str | None:
+def _label_csv(tree: sources.SourceTree, prefix: str, split: str) -> str | None:
   for folder in (prefix, prefix + "DATASET/"):
     name = f"{folder}{split}_labels.csv"
     if name in tree.names:
@@ -167,7 +168,7 @@ def _label_csv(tree: common.SourceTree, prefix: str, split: str) -> str | None:
   return None
 
 
-def _csv_entries(tree: common.SourceTree, name: str, split: str,
+def _csv_entries(tree: sources.SourceTree, name: str, split: str,
                  folders: dict[tuple[str, str], tuple[str, int]]
                  ) -> list[tuple[str, int]]:
   """Checks a label CSV against the folders; returns (relpath, RAF label)."""
@@ -214,7 +215,7 @@ def _csv_entries(tree: common.SourceTree, name: str, split: str,
   return entries
 
 
-def kaggle_entries(tree: common.SourceTree, prefix: str
+def kaggle_entries(tree: sources.SourceTree, prefix: str
                    ) -> dict[str, list[tuple[str, int]]]:
   """(relative path, RAF label) per split of the Kaggle layout."""
   folders = _scan_kaggle_folders(tree, prefix)
@@ -238,7 +239,7 @@ def kaggle_entries(tree: common.SourceTree, prefix: str
 # Original layout.
 
 
-def original_entries(tree: common.SourceTree, prefix: str
+def original_entries(tree: sources.SourceTree, prefix: str
                      ) -> dict[str, list[tuple[str, int]]]:
   """(relative path, RAF label) per split of RAF-DB's own layout."""
   name = prefix + LABEL_FILE
@@ -277,7 +278,7 @@ def original_entries(tree: common.SourceTree, prefix: str
 # Builder.
 
 
-class RafDb(common.ArrayRecordBuilder):
+class RafDb(builders.ArrayRecordBuilder):
   """RAF-DB basic emotions: 15,339 aligned 100x100 RGB faces."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -303,8 +304,8 @@ Splits: train (12,271) and test (3,068).
     )
 
   def _load_examples(self, dl_manager: tfds.download.DownloadManager
-                     ) -> dict[str, common.Examples]:
-    tree, layout = common.find_manual_source(
+                     ) -> dict[str, builders.Examples]:
+    tree, layout = sources.find_manual_source(
         self._manual_path(dl_manager),
         subdirs=("raf_db", "rafdb"),
         name_hints=("raf",),
@@ -321,10 +322,10 @@ Splits: train (12,271) and test (3,068).
         raise DatasetError(
             f"no images for split {split!r} in {tree.describe(layout.prefix)}")
       relpaths = [relpath for relpath, _ in split_entries]
-      splits[split] = common.Examples(
+      splits[split] = builders.Examples(
           keys=tuple(relpaths),
           labels=np.array([canonical_label(r) for _, r in split_entries],
                           dtype=np.int64),
-          images=common.decode_images(
+          images=sources.decode_images(
               tree, [layout.prefix + r for r in relpaths], IMAGE_SHAPE))
     return splits

@@ -28,6 +28,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mre_jax.datasets import builders
 from mre_jax.datasets import common
 from mre_jax.errors import DatasetError
 
@@ -202,7 +203,7 @@ def render_faces(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return pixels.reshape(n, *IMAGE_SHAPE)
 
 
-def generate_split(size: int, seed: int, split: str) -> common.Examples:
+def generate_split(size: int, seed: int, split: str) -> builders.Examples:
   """The faces of one split: balanced labels, deterministic in the seed."""
   split_index = SPLITS.index(split)
   rng = np.random.default_rng([seed, split_index])
@@ -213,14 +214,14 @@ def generate_split(size: int, seed: int, split: str) -> common.Examples:
     stop = min(start + _CHUNK, size)
     images[start:stop] = render_faces(labels[start:stop], chunk_rng)
   keys = tuple(f"{split}/{i:06d}" for i in range(size))
-  return common.Examples(keys, labels.astype(np.int64), images)
+  return builders.Examples(keys, labels.astype(np.int64), images)
 
 
 # ----------------------------------------------------------------------------
 # Builder.
 
 
-class SyntheticFaces(common.ArrayRecordBuilder):
+class SyntheticFaces(builders.ArrayRecordBuilder):
   """Procedural 48x48 grayscale faces in seven expression classes."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -255,7 +256,7 @@ class SyntheticFaces(common.ArrayRecordBuilder):
         description=__doc__.split("\n\n", 1)[0])
 
   def _load_examples(self, dl_manager: tfds.download.DownloadManager
-                     ) -> dict[str, common.Examples]:
+                     ) -> dict[str, builders.Examples]:
     del dl_manager  # Nothing to download.
     config = self.builder_config
     _check_config(config)

@@ -17,16 +17,18 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import jax
+from ml_collections import config_dict
 import numpy as np
 
 from mre_jax import checkpointing
 from mre_jax import distributed
-from mre_jax.evaluation import predict
 from mre_jax import input_pipeline
-from mre_jax import models
 from mre_jax.datasets import SplitData
-from mre_jax.errors import CheckpointError, TeacherLogitsError
+from mre_jax.datasets import loading
+from mre_jax.evaluation import predict
+from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
 
 FORMAT = "mre_jax.teacher_logits/1"
 LOGITS_FILENAME = "teacher_logits.npz"
@@ -56,31 +58,9 @@ def data_meta(split: SplitData, image_size: int) -> dict[str, Any]:
       "num_examples": int(split.num_examples),
       "num_classes": int(split.num_classes),
       "examples_checksum": _checksum(split.indices, split.labels),
-      "image_size": int(image_size),
-      "normalization": {"mean": list(input_pipeline.IMAGENET_MEAN),
-                        "std": list(input_pipeline.IMAGENET_STD)},
+      **checkpointing.preprocessing_meta(image_size,
+                                         channels=split.images.shape[-1]),
   }
-
-
-def restore_teacher(workdir: str, which: str | int,
-                    mesh: jax.sharding.Mesh, image_size: int):
-  """(model, variables, epoch, meta) of a trained or imported teacher run."""
-  manager = checkpointing.open_manager(workdir, read_only=True)
-  try:
-    step = checkpointing.resolve_step(manager, which)
-  except CheckpointError as e:
-    raise CheckpointError(
-        f"teacher run {workdir}: {e} A teacher is trained with "
-        "configs/teacher.py or imported with python -m mre_jax.convert.") from e
-  meta = checkpointing.read_meta(manager, step)
-  spec = meta["model"]
-  model = models.ResEmoteNet(width=spec["width"],
-                             se_reduction=spec["se_reduction"],
-                             num_classes=spec["num_classes"])
-  abstract = models.abstract_variables(model, image_size)
-  restored = checkpointing.restore(
-      manager, step, model=distributed.abstract_replicated(abstract, mesh))
-  return model, restored["model"], step, meta
 
 
 def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
@@ -88,9 +68,15 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
            mesh: jax.sharding.Mesh, image_size: int, batch_size: int,
            path: str, log=print) -> dict[str, Any]:
   """Runs the teacher over ``data`` (both views) and writes ``path``."""
-  model, variables, step, teacher_meta = restore_teacher(
-      teacher_workdir, teacher_checkpoint, mesh, image_size)
-  predict_fn = predict.make_predict_fn(model, mesh, image_size)
+  try:
+    teacher = checkpointing.load_model(teacher_workdir, teacher_checkpoint,
+                                       mesh=mesh)
+  except CheckpointError as e:
+    raise CheckpointError(
+        f"teacher run {teacher_workdir}: {e} A teacher is trained with "
+        "configs/teacher.py or imported with python -m mre_jax.convert.") from e
+  variables, step = teacher.variables, teacher.step
+  predict_fn = predict.make_predict_fn(teacher.model, mesh, image_size)
   views = []
   for flip in (False, True):
     log(f"teacher logits: {'flipped' if flip else 'original'} view of "
@@ -102,7 +88,7 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
       "workdir": os.path.abspath(teacher_workdir),
       "checkpoint_epoch": int(step),
       "params_fingerprint": params_fingerprint(variables["params"]),
-      "model": teacher_meta["model"],
+      "model": teacher.meta["model"],
   })
   if distributed.is_main_process():
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -147,3 +133,50 @@ def load(path: str, split: SplitData, image_size: int) -> np.ndarray:
         f"teacher-logits file {path} does not match this run's data or "
         "preprocessing:\n  " + "\n  ".join(wrong) + "\n" + fix)
   return logits.astype(np.float32)
+
+
+def logits_path(config: config_dict.ConfigDict, workdir: str) -> str:
+  """The student's logits file: configured, or in its workdir."""
+  return config.distill.teacher_logits or os.path.join(workdir,
+                                                       LOGITS_FILENAME)
+
+
+def export_for_run(config: config_dict.ConfigDict, workdir: str,
+                   split: SplitData, data: input_pipeline.DeviceData,
+                   mesh: jax.sharding.Mesh) -> dict[str, Any]:
+  """Exports the logits of ``config.distill``'s teacher for a student run."""
+  if not config.distill.teacher_workdir:
+    raise ConfigError("config.distill.teacher_workdir is empty: name the "
+                      "teacher run whose logits to export.")
+  return export(
+      teacher_workdir=config.distill.teacher_workdir,
+      teacher_checkpoint=config.distill.teacher_checkpoint, split=split,
+      data=data, mesh=mesh, image_size=config.image_size,
+      batch_size=config.eval_batch_size, path=logits_path(config, workdir),
+      log=logging.info)
+
+
+def export_command(config: config_dict.ConfigDict, workdir: str,
+                   mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+  """``--mode=export_logits``: the student's train split through its teacher."""
+  mesh = mesh or input_pipeline.make_mesh()
+  train = loading.load_splits(loading.DataSpec.from_config(config.dataset))[
+      "train"]
+  data = input_pipeline.put_on_mesh(
+      {"image": train.images, "label": train.labels.astype(np.int32)}, mesh)
+  return export_for_run(config, workdir, train, data, mesh)
+
+
+def ensure(config: config_dict.ConfigDict, workdir: str, split: SplitData,
+           data: input_pipeline.DeviceData,
+           mesh: jax.sharding.Mesh) -> np.ndarray:
+  """The student's teacher logits, exported first if the file is missing."""
+  path = logits_path(config, workdir)
+  if not os.path.exists(path):
+    if not config.distill.teacher_workdir:
+      raise ConfigError(
+          f"config.distill.teacher_logits={path!r} does not exist and "
+          "config.distill.teacher_workdir is empty: name a teacher run to "
+          "export the logits from.")
+    export_for_run(config, workdir, split, data, mesh)
+  return load(path, split, config.image_size)

@@ -1,0 +1,49 @@
+"""What a run records about itself: the resolved config and the code version.
+
+``config.json`` and ``run_info.json`` in the workdir say what ran, on which
+commit and devices, with which command; the results report reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+from ml_collections import config_dict
+
+from mre_jax import distributed
+
+
+def git_commit() -> str:
+  """The commit of the mre_jax source tree (``+dirty`` if edited), or
+  ``unknown`` outside a git checkout."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"],
+                         capture_output=True, text=True, timeout=10)
+    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain"],
+                           capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+  if out.returncode:
+    return "unknown"
+  return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def write_run_info(config: config_dict.ConfigDict, workdir: str) -> None:
+  """Saves the resolved config and the code version into the workdir."""
+  if not distributed.is_main_process():
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  info = {"commit": git_commit(), "argv": sys.argv,
+          "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+          "process_count": jax.process_count(),
+          "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+  with open(os.path.join(workdir, "run_info.json"), "w") as f:
+    json.dump(info, f, indent=2)

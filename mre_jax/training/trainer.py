@@ -1,0 +1,324 @@
+"""The training loop of one run in a workdir: resume, train, checkpoint.
+
+Once per epoch, on the host: the jitted steps of :mod:`.train`, evaluation of
+the validation split, the plateau schedule, early stopping, checkpoints (latest
+and best) and logs. A rerun of the same command resumes exactly from the
+latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from ml_collections import config_dict
+import numpy as np
+
+from mre_jax import checkpointing
+from mre_jax import config_lib
+from mre_jax import distributed
+from mre_jax import input_pipeline
+from mre_jax import models
+from mre_jax.datasets import loading
+from mre_jax.errors import CheckpointError, ConfigError
+from mre_jax.evaluation import evaluator
+from mre_jax.evaluation import predict
+from mre_jax.labels import NUM_CLASSES
+from mre_jax.training import teacher_logits
+from mre_jax.training.metric_writer import MetricWriter
+from mre_jax.training.run_info import write_run_info
+from mre_jax.training.train import (build_model, global_batch_size,
+                                    init_state, learning_rate,
+                                    make_optimizer, make_plateau,
+                                    make_train_chunk, steps_per_dispatch,
+                                    TrainState)
+
+
+@dataclasses.dataclass
+class LoopState:
+  """Host-side loop state, saved in the checkpoint's ``meta`` item."""
+  epoch: int = 0  # Epochs completed.
+  best_epoch: int = 0
+  best_val_accuracy: float = -1.0
+  epochs_without_improvement: int = 0
+  finished: bool = False
+
+
+def run_identity(config: config_dict.ConfigDict,
+                 global_batch: int) -> dict[str, Any]:
+  """What must not change when a run resumes in the same workdir."""
+  return {"dataset": config.dataset.name,
+          "builder_config": config.dataset.builder_config,
+          "validation": config.dataset.validation,
+          "image_size": config.image_size, "global_batch": global_batch,
+          "seed": config.seed,
+          "class_weighted_loss": bool(config.class_weighted_loss)}
+
+
+@dataclasses.dataclass
+class _Epoch:
+  """What one epoch's loop needs, built once per ``train()``."""
+  train_chunk: Any
+  predict_fn: Any
+  plateau_update: Any
+  permutation: Any
+  add_sums: Any
+  class_weights: jax.Array
+  train_split: input_pipeline.DeviceData
+  steps: int
+  per_dispatch: int
+  lr: float
+
+
+class Trainer:
+  """One training run in a workdir: build, resume, train.
+
+  Evaluation of the finished run goes through
+  :func:`mre_jax.evaluation.evaluator.evaluate_workdir`, like any workdir's.
+  """
+
+  def __init__(self, config: config_dict.ConfigDict, workdir: str,
+               mesh: jax.sharding.Mesh | None = None):
+    config_lib.validate(config)
+    self.config = config
+    self.workdir = os.path.abspath(workdir)
+    self.mesh = mesh or input_pipeline.make_mesh()
+    self.global_batch = global_batch_size(config, self.mesh)
+    self.ce_weight, self.kd_weight = config_lib.distill_weights(config)
+
+  @functools.cached_property
+  def model(self) -> models.ResEmoteNet:
+    return build_model(self.config)
+
+  def meta(self, loop: LoopState, channels: int | None = None
+           ) -> dict[str, Any]:
+    return {"model": checkpointing.model_meta(self.config.model, self.model),
+            "preprocessing": checkpointing.preprocessing_meta(
+                self.config.image_size, channels),
+            "run": run_identity(self.config, self.global_batch),
+            **dataclasses.asdict(loop)}
+
+  def check_identity(self, meta: dict[str, Any]) -> None:
+    """Refuses to resume a workdir holding a different run."""
+    expected = self.meta(LoopState())
+    wrong = [f"{key}: checkpoint has {meta.get(key)}, config has "
+             f"{expected[key]}" for key in ("model", "run")
+             if meta.get(key) != expected[key]]
+    if wrong:
+      raise CheckpointError(
+          f"workdir {self.workdir} holds checkpoints of another run:\n  " +
+          "\n  ".join(wrong) + "\nUse a new --workdir, or the config that "
+          "trained it. Nothing was overwritten.")
+
+  def load_data(self) -> loading.RunData:
+    """The run's splits; the train split with teacher logits for students."""
+    config, mesh = self.config, self.mesh
+    data = loading.load_run_data(loading.DataSpec.from_config(config.dataset),
+                                 mesh, config.class_weighted_loss)
+    if self.kd_weight <= 0:
+      return data
+    train = data.device["train"]
+    logits = teacher_logits.ensure(config, self.workdir, data.splits["train"],
+                                   train, mesh)
+    on_mesh = input_pipeline.put_on_mesh({"teacher_logits": logits}, mesh)
+    train = train.replace(arrays={**train.arrays, **on_mesh.arrays})
+    return dataclasses.replace(data, device={**data.device, "train": train})
+
+  def _resume_point(self, manager) -> tuple[int | None, LoopState]:
+    latest = manager.latest_step()
+    if latest is None:
+      return None, LoopState()
+    meta = checkpointing.read_meta(manager, latest)
+    self.check_identity(meta)
+    return latest, LoopState(**{f.name: meta[f.name]
+                                for f in dataclasses.fields(LoopState)})
+
+  def _epoch_parts(self, tx, plateau, data: loading.RunData) -> _Epoch:
+    config, mesh = self.config, self.mesh
+    train_split = data.device["train"]
+    steps = input_pipeline.steps_per_epoch(train_split.num_examples,
+                                           self.global_batch)
+    if steps == 0:
+      raise ConfigError(
+          f"config.batch_size: global batch {self.global_batch} exceeds the "
+          f"{train_split.num_examples} training examples")
+    weights = (data.class_weights if data.class_weights is not None
+               else np.ones(NUM_CLASSES, np.float32))
+    return _Epoch(
+        train_chunk=make_train_chunk(self.model, tx, config, mesh,
+                                     self.global_batch, self.ce_weight,
+                                     self.kd_weight),
+        predict_fn=predict.make_predict_fn(self.model, mesh,
+                                           config.image_size),
+        plateau_update=jax.jit(lambda s, value: plateau.update(
+            s.params, s.plateau_state, s.params, value=value)[1]),
+        permutation=jax.jit(input_pipeline.epoch_permutation,
+                            static_argnums=1,
+                            out_shardings=distributed.replicated(mesh)),
+        add_sums=jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b)),
+        class_weights=jax.device_put(jnp.asarray(weights),
+                                     distributed.replicated(mesh)),
+        train_split=train_split, steps=steps,
+        per_dispatch=steps_per_dispatch(config.steps_per_dispatch),
+        lr=learning_rate(config, self.global_batch))
+
+  def _train_epoch(self, parts: _Epoch, state: TrainState, epoch: int,
+                   perm_rng: jax.Array) -> tuple[TrainState, dict[str, Any]]:
+    """Runs one epoch's steps; returns the state and summed train metrics."""
+    start = last_print = time.time()
+    perm = parts.permutation(jax.random.fold_in(perm_rng, epoch),
+                             parts.train_split.num_examples)
+    totals = None  # Summed on device: no host sync per dispatch.
+    for first in range(0, parts.steps, parts.per_dispatch):
+      num = min(parts.per_dispatch, parts.steps - first)
+      state, sums = parts.train_chunk(state, parts.train_split, perm,
+                                      parts.class_weights, first,
+                                      num_steps=num)
+      totals = sums if totals is None else parts.add_sums(totals, sums)
+      if time.time() - last_print > self.config.progress_every_seconds:
+        distributed.to_host(totals["count"])  # Waits for the work so far.
+        last_print = time.time()
+        done = first + num
+        rate = done * self.global_batch / (last_print - start)
+        eta = (parts.steps - done) * self.global_batch / rate
+        logging.info("epoch %d: step %d/%d, %.0f img/s, epoch ETA %s",
+                     epoch, done, parts.steps, rate, _duration(eta))
+    totals = distributed.to_host(totals)
+    totals["seconds"] = time.time() - start
+    return state, totals
+
+  def train(self) -> LoopState:
+    """Trains until ``num_epochs`` or early stopping; resumes if possible."""
+    config, mesh = self.config, self.mesh
+    manager = checkpointing.open_manager(self.workdir)
+    latest, loop = self._resume_point(manager)
+    if loop.finished:
+      logging.info("%s already finished after %d epochs (best epoch %d, "
+                   "validation accuracy %.2f%%); nothing to do. Use "
+                   "--mode=evaluate to report it.", self.workdir, loop.epoch,
+                   loop.best_epoch, 100 * loop.best_val_accuracy)
+      return loop
+    write_run_info(config, self.workdir)
+    data = self.load_data()
+    channels = int(data.splits["train"].images.shape[-1])
+    lr = learning_rate(config, self.global_batch)
+    tx, plateau = make_optimizer(config, lr), make_plateau(config)
+    state = init_state(self.model, config, tx, plateau, mesh)
+    if latest is not None:
+      restored = checkpointing.restore(
+          manager, latest, model=state.variables(),
+          train=_train_item(state))
+      state = state.replace(**restored["model"], **restored["train"])
+      logging.info("Resumed %s from epoch %d.", self.workdir, loop.epoch)
+    parts = self._epoch_parts(tx, plateau, data)
+    writer = MetricWriter(self.workdir, loop.epoch)
+    logging.info(
+        "Training %s (%s params) on %s: %d examples, global batch %d over %d "
+        "devices, %d steps/epoch, lr %g, ce_weight %g, kd_weight %g.",
+        config.model, f"{models.count_params(state.params):,}",
+        config.dataset.name, parts.train_split.num_examples,
+        self.global_batch, mesh.size, parts.steps, lr, self.ce_weight,
+        self.kd_weight)
+    # Epoch permutations use a stream of their own; steps fold in state.step.
+    perm_rng = jax.random.fold_in(state.rng, 2**31 - 1)
+    run_start, first_epoch = time.time(), loop.epoch
+    while not loop.finished:
+      epoch, epoch_start = loop.epoch + 1, time.time()
+      state, totals = self._train_epoch(parts, state, epoch, perm_rng)
+      val = evaluator.evaluate_split(parts.predict_fn, state.variables(),
+                                     data, "validation", mesh,
+                                     config.eval_batch_size)
+      metric = (val["loss"] if config.plateau.metric == "val_loss"
+                else -val["accuracy"])
+      state = state.replace(plateau_state=parts.plateau_update(
+          state, jnp.asarray(metric, jnp.float32)))
+      loop = _advance(loop, epoch, val["accuracy"], config)
+      scalars = _epoch_scalars(totals, val, lr * float(distributed.to_host(
+          state.plateau_state.scale)), time.time() - epoch_start)
+      writer.write(epoch, scalars)
+      checkpointing.save(manager, epoch, model=state.variables(),
+                         train=_train_item(state),
+                         meta=self.meta(loop, channels),
+                         val_accuracy=val["accuracy"])
+      per_epoch = (time.time() - run_start) / (epoch - first_epoch)
+      logging.info(
+          "epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% "
+          "| lr %.2g | %.0f img/s | best %.2f%% (epoch %d) | ETA %s", epoch,
+          config.num_epochs, scalars["train_loss"],
+          100 * scalars["train_accuracy"], val["loss"], 100 * val["accuracy"],
+          scalars["learning_rate"], scalars["images_per_second"],
+          100 * loop.best_val_accuracy, loop.best_epoch,
+          _duration(per_epoch * (config.num_epochs - epoch)))
+    writer.close()
+    if loop.epoch < config.num_epochs:
+      logging.info("Early stopping after epoch %d: no validation-accuracy gain "
+                   "for %d epochs.", loop.epoch,
+                   config.early_stopping_patience)
+    return loop
+
+  def finished(self) -> bool:
+    """Whether the workdir holds a run that already finished training."""
+    # Process 0 may already be creating the folder when another looks.
+    if not distributed.main_process_value(
+        os.path.isdir(checkpointing.checkpoint_dir(self.workdir))):
+      return False
+    manager = checkpointing.open_manager(self.workdir, read_only=True)
+    latest = manager.latest_step()
+    return latest is not None and bool(
+        checkpointing.read_meta(manager, latest).get("finished"))
+
+
+def _train_item(state: TrainState) -> dict[str, Any]:
+  return {"step": state.step, "opt_state": state.opt_state,
+          "plateau_state": state.plateau_state, "rng": state.rng}
+
+
+def _epoch_scalars(totals: dict[str, Any], val: dict[str, Any], lr: float,
+                   seconds: float) -> dict[str, float]:
+  count = max(totals["count"], 1)
+  return {"train_loss": totals["loss"] / count,
+          "train_accuracy": totals["correct"] / count,
+          "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+          "val_mean_class_accuracy": val["mean_class_accuracy"],
+          "learning_rate": lr,
+          "images_per_second": totals["count"] / totals["seconds"],
+          "epoch_seconds": seconds}
+
+
+def _advance(loop: LoopState, epoch: int, val_accuracy: float,
+             config: config_dict.ConfigDict) -> LoopState:
+  """Best-so-far and early-stopping bookkeeping after ``epoch``."""
+  if val_accuracy > loop.best_val_accuracy:
+    best_epoch, best, waited = epoch, val_accuracy, 0
+  else:
+    best_epoch, best = loop.best_epoch, loop.best_val_accuracy
+    waited = loop.epochs_without_improvement + 1
+  finished = (epoch >= config.num_epochs or
+              waited >= config.early_stopping_patience)
+  return LoopState(epoch=epoch, best_epoch=best_epoch,
+                   best_val_accuracy=float(best),
+                   epochs_without_improvement=waited, finished=finished)
+
+
+def _duration(seconds: float) -> str:
+  seconds = max(0, int(seconds))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train_and_evaluate(config: config_dict.ConfigDict, workdir: str,
+                       mesh: jax.sharding.Mesh | None = None
+                       ) -> dict[str, Any]:
+  """Trains (or resumes), then evaluates the chosen checkpoint; returns its
+  metrics, or ``{}`` when the run had already finished."""
+  trainer = Trainer(config, workdir, mesh)
+  if trainer.finished():
+    trainer.train()  # Says so.
+    return {}
+  trainer.train()
+  return evaluator.evaluate_config(config, trainer.workdir, trainer.mesh)
