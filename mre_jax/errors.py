@@ -33,3 +33,11 @@ class DistributedError(UserError):
 
 class ImageError(UserError):
   """An image given to a predictor has a wrong type or shape."""
+
+
+class Interrupted(Exception):
+  """A run stopped by Ctrl-C or SIGTERM after keeping what it had saved.
+
+  Not a :class:`UserError`: ``mre_jax.main`` prints its message as one line
+  and exits with status 130, as a shell does for Ctrl-C.
+  """
