@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from mre_jax import checkpoint_integrity
+from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.errors import CheckpointError
@@ -49,17 +51,23 @@ def checkpoint_dir(workdir: str) -> str:
 
 def open_manager(workdir: str, *, read_only: bool = False
                  ) -> ocp.CheckpointManager:
-  """The workdir's CheckpointManager (keeps latest + best by val accuracy)."""
+  """The workdir's CheckpointManager (keeps latest + best by val accuracy).
+
+  ``read_only`` opens an existing folder for restoring: nothing is created.
+  """
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=1),
       ocp.checkpoint_managers.BestN(get_metric_fn=_best_key, n=1,
                                     keep_checkpoints_without_metrics=False),
   ])
   # best_fn makes orbax store each step's metrics, so the policy still ranks
-  # the steps saved before a restart.
+  # the steps saved before a restart. Orbax's own read_only option is not
+  # used: it logs two warnings per manager ("Given directory is read only")
+  # and does not stop forced saves anyway; with create=False and no root
+  # metadata given, opening a manager writes nothing.
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, best_fn=_best_key, create=not read_only,
-      read_only=read_only, enable_async_checkpointing=False)
+      enable_async_checkpointing=False)
   return ocp.CheckpointManager(checkpoint_dir(workdir), item_names=_ITEMS,
                                options=options)
 
@@ -73,7 +81,7 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   except Exception as e:  # orbax raises many types for unreadable data.
     raise CheckpointError(
         f"checkpoint {where} is unreadable or not an mre_jax checkpoint "
-        f"({type(e).__name__}: {e}). Move it away or use another --workdir."
+        f"({_first_line(e)}). Move it away or use another --workdir."
     ) from e
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
     raise CheckpointError(
@@ -96,6 +104,11 @@ def save(manager: ocp.CheckpointManager, epoch: int, *, model: Any,
   manager.save(epoch, args=ocp.args.Composite(**items), metrics=metrics,
                force=True)
   manager.wait_until_finished()
+  distributed.sync(f"checkpoint_{epoch}_saved")  # Every process's shards.
+  if distributed.is_main_process():
+    checkpoint_integrity.write_checksums(
+        os.path.join(str(manager.directory), str(epoch)))
+  distributed.sync(f"checkpoint_{epoch}_checksummed")
 
 
 def resolve_step(manager: ocp.CheckpointManager, which: str | int) -> int:
@@ -129,25 +142,42 @@ def restore(manager: ocp.CheckpointManager, step: int, *, model: Any,
             train: Any | None = None) -> dict[str, Any]:
   """Restores ``model`` (and ``train`` if given) onto abstract targets.
 
-  Targets are pytrees of ``jax.ShapeDtypeStruct`` (with shardings) or arrays;
-  a checkpoint whose shapes differ is reported as a CheckpointError.
+  Targets are pytrees of ``jax.ShapeDtypeStruct`` (with shardings) or arrays.
+  The step's files are first checked against the checksums written when it
+  was saved, and the restored values must be finite: a damaged step, or one
+  whose shapes differ, is reported as one CheckpointError.
   """
+  where = os.path.join(str(manager.directory), str(step))
+  saved = manager.all_steps()
+  checkpoint_integrity.verify(where, step, saved)
   meta = read_meta(manager, step)
   as_abstract = lambda t: jax.tree.map(ocp.utils.to_shape_dtype_struct, t)
   items = {"model": ocp.args.StandardRestore(as_abstract(model))}
   if train is not None:
     items["train"] = ocp.args.StandardRestore(as_abstract(train))
-  where = os.path.join(str(manager.directory), str(step))
   try:
     restored = manager.restore(step, args=ocp.args.Composite(**items))
-  except Exception as e:  # orbax raises many types for mismatched trees.
+  except Exception as e:  # orbax raises many types for unreadable data.
     raise CheckpointError(
-        f"checkpoint {where} does not match the model it describes, "
-        f"{meta.get('model')} ({type(e).__name__}: {e}). Use the config it was "
-        "trained with, or another --workdir.") from e
+        f"checkpoint step {step} in {where} cannot be restored as the model it "
+        f"describes, {meta.get('model')}: it is damaged or from another "
+        f"version ({_first_line(e)}).\nEvaluate another checkpoint with "
+        "--config.eval.checkpoint=latest|<epoch>, or use another --workdir."
+    ) from e
+  checkpoint_integrity.check_finite(
+      {"model": restored["model"],
+       "train": restored["train"] if train is not None else None},
+      step, where, saved)
   return {"model": restored["model"],
           "train": restored["train"] if train is not None else None,
           "meta": meta}
+
+
+def _first_line(error: Exception, limit: int = 300) -> str:
+  """A library error as one short line (TensorStore's run to pages)."""
+  lines = str(error).strip().splitlines() or [""]
+  text = lines[0] if len(lines[0]) <= limit else lines[0][:limit] + " ..."
+  return f"{type(error).__name__}: {text}"
 
 
 def model_meta(name: str, model: models.ResEmoteNet,

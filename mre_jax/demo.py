@@ -20,8 +20,11 @@ def _size_mb(num_params: int) -> float:
 
 def run(config: config_dict.ConfigDict, workdir: str, mode: str) -> None:
   """Trains (or resumes) both runs, then evaluates them from checkpoints."""
+  workdir = os.path.abspath(workdir)
   teacher_dir = os.path.join(workdir, "teacher")
   student_dir = os.path.join(workdir, "student")
+  if distributed.is_main_process():
+    print(start_note(config, teacher_dir, student_dir, mode), flush=True)
   student_config = config.student
   with student_config.unlocked():
     student_config.distill.teacher_workdir = teacher_dir
@@ -41,6 +44,45 @@ def run(config: config_dict.ConfigDict, workdir: str, mode: str) -> None:
                  results.get("test", {}).get("accuracy")))
   if rows and distributed.is_main_process():
     print(format_table(rows), flush=True)
+    print(end_note(workdir, teacher_dir, student_dir), flush=True)
+
+
+def start_note(config: config_dict.ConfigDict, teacher_dir: str,
+               student_dir: str, mode: str) -> str:
+  """Where the demo's runs and its generated dataset go."""
+  data_dirs = sorted({os.path.expanduser(c.dataset.data_dir)
+                      for c in (config.teacher, config.student)})
+  what = {"train": "training (or resuming)", "evaluate": "evaluating",
+          "export_logits": "exporting the teacher's logits for"}[mode]
+  return (f"demo: {what} the teacher in {teacher_dir} and the student in "
+          f"{student_dir}.\n"
+          "demo: the synthetic_faces dataset is generated on this machine (no "
+          f"download) into {' and '.join(data_dirs)} the first time, then "
+          "reused; --config.teacher.dataset.data_dir and "
+          "--config.student.dataset.data_dir move it.")
+
+
+def end_note(workdir: str, teacher_dir: str, student_dir: str) -> str:
+  """Where the table's runs are, and the commands that use them."""
+  return (
+      f"demo: the runs are ordinary workdirs: {teacher_dir} and "
+      f"{student_dir}.\n"
+      "  evaluate them again: python -m mre_jax.main "
+      f"--config={_demo_config()} --workdir={workdir} --mode=evaluate "
+      "(with your --config.*.dataset.* flags, if any)\n"
+      "  report them:         python -m mre_jax.report "
+      f"--workdirs={teacher_dir},{student_dir} "
+      f"--output={os.path.join(workdir, 'report')}")
+
+
+def _demo_config() -> str:
+  """configs/demo.py of this checkout, relative to here when inside it."""
+  path = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "configs", "demo.py")
+  if not os.path.isfile(path):
+    return "configs/demo.py"
+  relative = os.path.relpath(path)
+  return path if relative.startswith(os.pardir) else relative
 
 
 def format_table(rows) -> str:

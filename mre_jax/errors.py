@@ -41,3 +41,7 @@ class Interrupted(Exception):
   Not a :class:`UserError`: ``mre_jax.main`` prints its message as one line
   and exits with status 130, as a shell does for Ctrl-C.
   """
+
+
+class WorkdirBusyError(UserError):
+  """Another run is using the workdir (it holds ``<workdir>/.lock``)."""

@@ -63,6 +63,8 @@ def get_config():
   # Stop after this many epochs without validation-accuracy gain (official
   # ResEmoteNet script); the best checkpoint is chosen by validation accuracy.
   config.early_stopping_patience = 15
+  # Rerunning a finished run trains on from its last epoch to num_epochs.
+  config.continue_finished = False
 
   config.distill = config_dict.ConfigDict()
   config.distill.experiment = ""  # E1..E6 (Table IV), informational.
@@ -81,6 +83,9 @@ def get_config():
   config.eval = config_dict.ConfigDict()
   config.eval.checkpoint = "best"  # best | latest | <epoch>.
   config.eval.splits = "validation,test"
+  # Evaluate on another dataset than the run's own (files are then named
+  # eval_<dataset>_<split>.json); empty: the run's own dataset.
+  config.eval.dataset = ""
 
   # Train steps per jitted call (lax.scan); 0: 1 on CPU, 64 on accelerators.
   config.steps_per_dispatch = 0

@@ -140,26 +140,74 @@ def test_student_without_teacher_is_rejected():
     config_lib.validate(load("studentA", "fer2013,exp=E1"))
 
 
-def run_main(*args, tmp_path):
+def run_main(*args, tmp_path, workdir=True, cwd=PROJECT_ROOT, env=None):
+  workdir_flag = [f"--workdir={tmp_path}/w"] if workdir else []
   return subprocess.run(
-      [sys.executable, "-m", "mre_jax.main", f"--workdir={tmp_path}/w", *args],
-      cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+      [sys.executable, "-m", "mre_jax.main", *workdir_flag, *args],
+      cwd=cwd, capture_output=True, text=True, timeout=300,
+      env=env or {**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--config=configs/studentA.py", "--config.learning_rat=0.1"],
-     "learning_rat"),
-    (["--config=configs/studentA.py:fer2013,exp=E9"], "unknown experiment"),
-    (["--config=configs/teacher.py", "--config.dtype=float16"],
-     "config.dtype="),
-    (["--config=configs/no_such_config.py"], "could not load --config"),
-])
-def test_cli_reports_config_errors_without_traceback(args, message, tmp_path):
-  result = run_main(*args, tmp_path=tmp_path)
-  assert result.returncode != 0
-  assert message in result.stderr
+def assert_one_error_line(result, *messages):
+  """Exit status 2, one ``error:`` line naming ``messages``, no traceback."""
+  assert result.returncode == 2, result.stderr
   assert "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, result.stderr
+  for message in messages:
+    assert message in errors[0], result.stderr
+
+
+@pytest.mark.parametrize("args,messages", [
+    (["--config=configs/studentA.py", "--config.learning_rat=0.1"],
+     ["--config.learning_rat=0.1", "no field 'learning_rat'"]),
+    (["--config=configs/studentA.py", "--config.bogus=1"],
+     ["--config.bogus=1", "no field 'bogus'"]),
+    (["--config=configs/studentA.py", "--config.plateau.bogus=1"],
+     ["config.plateau has no field 'bogus'"]),
+    (["--config=configs/studentA.py", "--config.batch_size=abc"],
+     ["--config.batch_size=abc", "'abc'"]),
+    (["--config=configs/studentA.py:fer2013,exp=E9"], ["unknown experiment"]),
+    (["--config=configs/teacher.py", "--config.dtype=float16"],
+     ["config.dtype='float16'"]),
+    (["--config=configs/no_such_config.py"], ["could not load --config"]),
+    (["--config=configs/teacher.py", "--mode=foo"], ["--mode=foo", "train"]),
+    (["--config=configs/teacher.py", "extra"], ["unexpected", "extra"]),
+])
+def test_cli_reports_config_errors_without_traceback(args, messages,
+                                                     tmp_path):
+  assert_one_error_line(run_main(*args, tmp_path=tmp_path), *messages)
+
+
+@pytest.mark.parametrize("flag", ["config", "workdir"])
+def test_cli_names_a_missing_required_flag(flag, tmp_path):
+  args = {"config": [], "workdir": ["--config=configs/teacher.py"]}[flag]
+  result = run_main(*args, tmp_path=tmp_path, workdir=flag != "workdir")
+  assert_one_error_line(result, f"--{flag} is required")
+
+
+@pytest.mark.parametrize("form", ["equals", "space"])
+def test_config_files_load_from_outside_the_repository(form, tmp_path):
+  """An absolute config path works from any directory, with only mre_jax
+  importable (not the repository's configs package)."""
+  path = os.path.join(PROJECT_ROOT, "configs", "studentC.py")
+  spec = f"{path}:synthetic_faces,baseline"
+  config = [f"--config={spec}"] if form == "equals" else ["--config", spec]
+  packages = tmp_path / "packages"
+  packages.mkdir()
+  os.symlink(os.path.join(PROJECT_ROOT, "mre_jax"), packages / "mre_jax")
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  # No JAX_PLATFORMS: JAX probes for accelerators as a user's run does.
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_PLATFORMS", "PYTHONPATH")}
+  env["PYTHONPATH"] = str(packages)
+  result = run_main(*config, "--config.batch_size=4",
+                    "--config.eval_batch_size=8", "--mode=evaluate",
+                    tmp_path=tmp_path, cwd=elsewhere, env=env)
+  # Past config loading: the workdir is what is missing.
+  assert_one_error_line(result, f"{tmp_path}/w holds no checkpoints/")
+  assert "Unable to initialize backend" not in result.stderr
 
 
 def test_cli_without_dataset_explains_how_to_provide_it(tmp_path):

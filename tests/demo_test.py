@@ -22,6 +22,13 @@ def test_demo_runs_teacher_logits_student_and_evaluates_both(tmp_path,
   table = capsys.readouterr().out
   assert "| teacher | teacher | 6 |" in table
   assert "| student | student_c | 4 |" in table
+  # It says where the runs and the generated data go, and how to use them.
+  demo_dir, teacher_dir = tmp_path / "demo", tmp_path / "demo" / "teacher"
+  assert f"the teacher in {teacher_dir} and the student in " in table
+  assert f"(no download) into {tmp_path / 'tfds'} the first time" in table
+  assert f"--workdir={demo_dir} --mode=evaluate" in table
+  assert (f"mre_jax.report --workdirs={teacher_dir},{demo_dir / 'student'}"
+          in table)
   student_dir = tmp_path / "demo" / "student"
   with open(student_dir / "eval_test.json") as f:
     evaluation = json.load(f)

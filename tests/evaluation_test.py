@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT
@@ -118,3 +119,37 @@ def test_bad_splits_and_batch_are_refused(teacher_run, data_dir, tiny_config):
   config.eval_batch_size = 0
   with pytest.raises(ConfigError, match="eval_batch_size"):
     evaluator.evaluate_config(config, workdir)
+
+
+def _tiny_fer_csv(path):
+  """A valid fer2013.csv of 7 faces per split (random pixels)."""
+  rng = np.random.default_rng(0)
+  lines = ["emotion,pixels,Usage"]
+  for usage in ("Training", "PublicTest", "PrivateTest"):
+    for label in range(7):
+      pixels = " ".join(map(str, rng.integers(0, 256, 48 * 48)))
+      lines.append(f"{label},{pixels},{usage}")
+  path.mkdir(parents=True)
+  (path / "fer2013.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_another_dataset_when_asked_gets_files_of_its_own(teacher_run,
+                                                          tmp_path,
+                                                          tiny_config):
+  workdir = str(tmp_path / "teacher")
+  shutil.copytree(teacher_run[0], workdir)
+  own = _read(workdir, "test")
+  _tiny_fer_csv(tmp_path / "manual")
+  config = tiny_config(str(tmp_path / "tfds"))
+  config.dataset.name = "fer2013"
+  config.dataset.builder_config = ""
+  config.dataset.manual_dir = str(tmp_path / "manual")
+  with pytest.raises(ConfigError, match="--config.eval.dataset=fer2013"):
+    evaluator.evaluate_config(config, workdir)
+  config.eval.dataset = "fer2013"
+  results = evaluator.evaluate_config(config, workdir)
+  report = _read(workdir, "fer2013_test")
+  assert report == json.loads(json.dumps(results["test"]))
+  assert report["dataset"] == "fer2013" and report["num_examples"] == 7
+  assert os.path.isfile(os.path.join(workdir, "confusion_fer2013_test.png"))
+  assert _read(workdir, "test") == own

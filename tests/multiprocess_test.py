@@ -195,8 +195,9 @@ def test_two_processes_resume_and_match_one_process(tmp_path):
   config = make_config(data_dir)
   reference = str(tmp_path / "reference")
   trainer.Trainer(config, reference, input_pipeline.make_mesh(4)).train()
+  # Gradient sums over gloo and in-process collectives round differently.
   jax.tree.map(
-      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5),
       latest_params(reference), latest_params(workdir))
 
   # One process, one device, evaluates the two processes' checkpoint.

@@ -1,6 +1,7 @@
 """Teacher logits: exported from the teacher's checkpoint, checked on load."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 from mre_jax import checkpointing
 from mre_jax import input_pipeline
 from mre_jax.datasets import loading
-from mre_jax.errors import ConfigError, TeacherLogitsError
+from mre_jax.datasets import SplitData
+from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
 from mre_jax.evaluation import predict
 from mre_jax.training import teacher_logits
 from mre_jax.training import trainer
@@ -68,3 +70,36 @@ def test_export_needs_a_teacher(data_dir, tmp_path, tiny_config):
   config = tiny_config(data_dir, model="student_c")
   with pytest.raises(ConfigError, match="teacher_workdir is empty"):
     teacher_logits.export_command(config, str(tmp_path))
+
+
+def _split(dataset="synthetic_faces", labels=(0, 1, 2, 3), class_names=None):
+  labels = np.asarray(labels, np.int32)
+  kwargs = {} if class_names is None else {"class_names": class_names}
+  return SplitData(images=np.zeros((len(labels), 8, 8, 1), np.uint8),
+                   labels=labels, indices=np.arange(len(labels)),
+                   dataset=dataset, version="1.0.0", split="train", **kwargs)
+
+
+@pytest.mark.parametrize("split,size,message", [
+    (_split("fer2013"), 32, "trained on synthetic_faces, but this student "
+     "trains on fer2013"),
+    (_split(class_names=tuple("abcdefg")), 32, "is labelled"),
+    (_split(), 48, "--config.image_size=32"),
+])
+def test_teacher_of_another_dataset_labels_or_size_is_refused(
+    teacher_run, split, size, message):
+  teacher = checkpointing.load_model(teacher_run[0])
+  with pytest.raises(CheckpointError, match=message):
+    teacher_logits.check_teacher(teacher, split, size)
+  teacher_logits.check_teacher(teacher, _split(), 32)  # Its own: accepted.
+
+
+def test_teacher_near_chance_is_warned_about(caplog):
+  split = _split(labels=[3] * 6 + [0] * 4)  # Majority class: 60%.
+  with caplog.at_level(logging.WARNING):
+    teacher_logits.warn_if_near_chance(0.62, split, "runs/t")
+  assert "NEAR CHANCE" in caplog.text and "60.00%" in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    teacher_logits.warn_if_near_chance(0.9, split, "runs/t")
+  assert "NEAR CHANCE" not in caplog.text

@@ -13,7 +13,9 @@ Every dataset is a registered TFDS ``GeneratorBasedBuilder`` that writes
 
 :func:`prepare` builds a dataset once per ``data_dir``; :func:`load_splits`
 reads prepared splits into memory as :class:`SplitData` and derives the
-validation split.
+validation split. A dataset prepared from manual files records which files
+(:mod:`mre_jax.datasets.provenance`), and is reused only while the manual dir
+holds the same ones, or none at all.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from collections.abc import Iterator
+import types
+from collections.abc import Collection, Iterator
 from typing import Any
 
+from absl import logging
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mre_jax.datasets import provenance
+from mre_jax.datasets import sources
 from mre_jax.datasets.common import CLASS_NAMES
 from mre_jax.datasets.common import DATASET_NAMES
 from mre_jax.datasets.common import NUM_CLASSES
@@ -89,6 +95,12 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder,
   already decoded and checked, so nothing is written unless every input file
   is valid. A DatasetError wrapped by TFDS on the way out is re-raised as a
   DatasetError.
+
+  Builders with ``MANUAL_DOWNLOAD_INSTRUCTIONS`` find their files with
+  :func:`sources.find_manual_source`: after preparing, the source it chose is
+  recorded beside the prepared files, and an already prepared dataset is
+  checked against the manual dir before it is reused (see
+  :func:`provenance.check_reuse`).
   """
 
   IMAGE_SHAPE: tuple[int, int, int]
@@ -97,6 +109,7 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder,
     # TFDS's default tfrecord writer needs TensorFlow; array_record does not.
     kwargs.setdefault("file_format", "array_record")
     self._manual_dir_used: pathlib.Path | None = None
+    self._new_record: provenance.Record | None = None
     super().__init__(**kwargs)
 
   @classmethod
@@ -119,11 +132,17 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder,
                            **kwargs: Any) -> None:
     download_config = download_config or tfds.download.DownloadConfig()
     if download_config.manual_dir:
-      self._manual_dir_used = pathlib.Path(download_config.manual_dir)
+      manual_dir = pathlib.Path(download_config.manual_dir)
     else:
       root = pathlib.Path(download_dir or
                           pathlib.Path(self.data_dir_root) / "downloads")
-      self._manual_dir_used = root / "manual"
+      manual_dir = root / "manual"
+    self._manual_dir_used = manual_dir.expanduser().absolute()
+    self._new_record = None
+    if (self.MANUAL_DOWNLOAD_INSTRUCTIONS and self.data_path.exists() and
+        not download_config.download_mode.overwrite_dataset):
+      provenance.check_reuse(self.name, self.data_path, self._manual_dir_used,
+                             self._locate_source)
     try:
       super().download_and_prepare(
           download_dir=download_dir, download_config=download_config, **kwargs)
@@ -134,6 +153,26 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder,
       if cause is None:
         raise
       raise DatasetError(str(cause)) from e
+    if self._new_record is not None:  # Prepared now, not reused.
+      provenance.write_record(self.data_path, self._new_record)
+
+  def _locate_source(self, manual_dir: pathlib.Path,
+                     skip: Collection[tuple[str, int]]
+                     ) -> sources.SourceLocated | None:
+    """Where ``_load_examples`` would read from, without reading it."""
+    with sources.locating_only(skip):
+      try:
+        self._load_examples(types.SimpleNamespace(manual_dir=manual_dir))
+      except sources.SourceLocated as located:
+        return located
+    return None  # Not found with find_manual_source: nothing to compare.
+
+  def prepared_from(self) -> str:
+    """Where the prepared data came from, for log lines."""
+    if not self.MANUAL_DOWNLOAD_INSTRUCTIONS:
+      config = self.builder_config.name if self.builder_config else "default"
+      return f"generated from builder config {config!r}"
+    return provenance.describe_prepared(self.data_path)
 
   def _image_info(self, *, description: str, homepage: str = "",
                   citation: str = "") -> tfds.core.DatasetInfo:
@@ -167,9 +206,13 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder,
     raise NotImplementedError
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    splits = self._load_examples(dl_manager)
+    with sources.recording_search() as search:
+      splits = self._load_examples(dl_manager)
     for split, examples in splits.items():
       examples.check(split, self.IMAGE_SHAPE)
+    if search.tree is not None:
+      self._new_record = provenance.Record.of_search(
+          self._manual_dir_used or self._manual_path(dl_manager), search)
     return {split: self._generate_examples(examples)
             for split, examples in splits.items()}
 
@@ -214,6 +257,11 @@ def prepare(name: str, *, data_dir: str | os.PathLike[str],
   failed preparation leaves nothing behind that looks complete: TFDS writes
   into a temporary folder and renames it only on success.
 
+  A dataset prepared from manual files is reused only while the manual dir
+  holds the same files (by names and sizes), or none (downloads deleted
+  after preparing: logged). Other files raise a DatasetError that names both
+  sources and changes nothing.
+
   Args:
     name: one of :data:`DATASET_NAMES`.
     data_dir: where the prepared dataset lives.
@@ -226,7 +274,8 @@ def prepare(name: str, *, data_dir: str | os.PathLike[str],
     The prepared builder.
 
   Raises:
-    DatasetError: for every failure.
+    DatasetError: for every failure, and for a prepared dataset whose
+      recorded source differs from the manual dir's.
   """
   builder = make_builder(name, data_dir=data_dir, config=config)
   download_config = tfds.download.DownloadConfig(
@@ -314,4 +363,9 @@ def load_splits(name: str, *, data_dir: str | os.PathLike[str],
     mask = holdout_mask(train.labels)
     valid = train.subset(mask, "holdout")
     train = train.subset(~mask, "train-holdout")
-  return {"train": train, "validation": valid, "test": test}
+  splits = {"train": train, "validation": valid, "test": test}
+  logging.info(
+      "Loaded %s (%s examples) from %s, %s.", name,
+      ", ".join(f"{s.split} {s.num_examples:,}" for s in splits.values()),
+      builder.data_dir, builder.prepared_from())
+  return splits

@@ -6,10 +6,19 @@ builders detect their layout the same way wherever the files are;
 :func:`find_manual_source` searches the TFDS manual dir for one, and
 :func:`decode_images` turns its image files into uint8 arrays. Kept apart
 from the builders because it is plain file handling, without TFDS.
+
+The search can also be watched: inside :func:`recording_search` it notes the
+tree it chose and the archives it opened in vain, and inside
+:func:`locating_only` it stops at the source it would choose, without reading
+any archive, and raises :class:`SourceLocated` (see
+:mod:`mre_jax.datasets.provenance`, which compares sources this way).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import io
 import lzma
 import os
@@ -17,7 +26,7 @@ import pathlib
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -65,9 +74,13 @@ class SourceTree:
 
 
 class FolderTree(SourceTree):
-  """The files below a folder, read lazily; archives inside are not opened."""
+  """The files below a folder, read lazily; archives inside are not opened.
+
+  ``read_names`` collects the names read so far.
+  """
 
   def __init__(self, root: pathlib.Path):
+    self.read_names: set[str] = set()
     names = []
     for dirpath, dirnames, filenames in os.walk(root):
       dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
@@ -79,6 +92,7 @@ class FolderTree(SourceTree):
     super().__init__(root, names)
 
   def read(self, name: str) -> bytes:
+    self.read_names.add(name)
     try:
       return (self.location / name).read_bytes()
     except OSError as e:
@@ -111,11 +125,15 @@ class ArchiveTree(SourceTree):
     return f"{self.location}:{name}" if name else str(self.location)
 
 
+def _zip_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+  return [info for info in archive.infolist()
+          if not info.is_dir() and not _is_hidden(info.filename)]
+
+
 def _read_zip(path: pathlib.Path) -> dict[str, bytes]:
   with zipfile.ZipFile(path) as archive:
     return {info.filename: archive.read(info)
-            for info in archive.infolist()
-            if not info.is_dir() and not _is_hidden(info.filename)}
+            for info in _zip_members(archive)}
 
 
 def _read_tar(path: pathlib.Path) -> dict[str, bytes]:
@@ -133,6 +151,102 @@ def shallowest(prefixes: set[str]) -> str | None:
   if not prefixes:
     return None
   return min(prefixes, key=lambda p: (p.count("/"), p))
+
+
+# ----------------------------------------------------------------------------
+# Searching the manual dir.
+
+
+@dataclasses.dataclass
+class SearchResult:
+  """What :func:`find_manual_source` chose inside :func:`recording_search`."""
+  tree: SourceTree | None = None
+  # Archives opened before it that hold no layout of the dataset.
+  skipped_archives: list[pathlib.Path] = dataclasses.field(
+      default_factory=list)
+
+
+class SourceLocated(Exception):
+  """Raised inside :func:`locating_only` at the source the search chose.
+
+  ``path`` is the folder or archive; ``tree`` the folder's files (None for
+  an archive, which is not read).
+  """
+
+  def __init__(self, path: pathlib.Path, tree: FolderTree | None):
+    super().__init__(str(path))
+    self.path = path
+    self.tree = tree
+
+
+@dataclasses.dataclass
+class _Search:
+  locate_only: bool = False
+  skip: Collection[tuple[str, int]] = ()
+  result: SearchResult = dataclasses.field(default_factory=SearchResult)
+
+  def found(self, tree: SourceTree, layout: _Layout
+            ) -> tuple[SourceTree, _Layout]:
+    if self.locate_only:
+      raise SourceLocated(tree.location,
+                          tree if isinstance(tree, FolderTree) else None)
+    self.result.tree = tree
+    return tree, layout
+
+  def try_archive(self, path: pathlib.Path,
+                  detect: Callable[[SourceTree], _Layout | None]
+                  ) -> tuple[SourceTree, _Layout] | None:
+    if self.locate_only:
+      # Only a zip's names are cheap to list; other archives are taken to
+      # hold the dataset unless the search skipped them when it prepared.
+      if (path.name, path.stat().st_size) in self.skip:
+        return None
+      if path.name.lower().endswith(".zip"):
+        try:
+          with zipfile.ZipFile(path) as archive:
+            names = [info.filename for info in _zip_members(archive)]
+        except (OSError, zipfile.BadZipFile) as e:
+          raise DatasetError(f"cannot read archive {path}: {e}") from e
+        if detect(SourceTree(path, names)) is None:
+          return None
+      raise SourceLocated(path, None)
+    tree = ArchiveTree(path)
+    layout = detect(tree)
+    if layout is None:
+      self.result.skipped_archives.append(path)
+      return None
+    return self.found(tree, layout)
+
+
+_SEARCH: contextvars.ContextVar[_Search | None] = contextvars.ContextVar(
+    "mre_jax_manual_search", default=None)
+
+
+@contextlib.contextmanager
+def _searching(search: _Search) -> Iterator[_Search]:
+  token = _SEARCH.set(search)
+  try:
+    yield search
+  finally:
+    _SEARCH.reset(token)
+
+
+@contextlib.contextmanager
+def recording_search() -> Iterator[SearchResult]:
+  """Notes what :func:`find_manual_source` chooses inside the block."""
+  with _searching(_Search()) as search:
+    yield search.result
+
+
+@contextlib.contextmanager
+def locating_only(skip: Collection[tuple[str, int]] = ()) -> Iterator[None]:
+  """Makes :func:`find_manual_source` raise :class:`SourceLocated`.
+
+  Args:
+    skip: ``(file name, size)`` of archives known to hold no layout.
+  """
+  with _searching(_Search(locate_only=True, skip=skip)):
+    yield
 
 
 def find_manual_source(
@@ -163,13 +277,14 @@ def find_manual_source(
 
   Raises:
     DatasetError: when nothing matches.
+    SourceLocated: inside :func:`locating_only`, instead of returning.
   """
+  search = _SEARCH.get() or _Search()
   if manual_dir.is_file() and is_archive(manual_dir.name):
-    tree = ArchiveTree(manual_dir)
-    layout = detect(tree)
-    if layout is None:
+    found = search.try_archive(manual_dir, detect)
+    if found is None:
       raise DatasetError(describe_missing(str(manual_dir)))
-    return tree, layout
+    return found
   searched = []
   for folder in [manual_dir / s for s in subdirs] + [manual_dir]:
     if not folder.is_dir():
@@ -178,16 +293,15 @@ def find_manual_source(
     tree = FolderTree(folder)
     layout = detect(tree)
     if layout is not None:
-      return tree, layout
+      return search.found(tree, layout)
     archives = sorted(p for p in folder.iterdir()
                       if p.is_file() and is_archive(p.name))
     archives.sort(key=lambda p: not any(h in p.name.lower()
                                         for h in name_hints))
     for archive in archives:
-      tree = ArchiveTree(archive)
-      layout = detect(tree)
-      if layout is not None:
-        return tree, layout
+      found = search.try_archive(archive, detect)
+      if found is not None:
+        return found
   where = (", ".join(searched) if searched
            else f"{manual_dir} (which does not exist)")
   raise DatasetError(describe_missing(where))

@@ -45,17 +45,21 @@ def metrics_from_logits(logits: np.ndarray, labels: np.ndarray,
   }
 
 
-def write_report(workdir: str, split: str, metrics: dict[str, Any],
+def write_report(workdir: str, name: str, metrics: dict[str, Any],
                  class_names: Sequence[str]) -> str:
-  """Writes ``eval_<split>.json`` (and a confusion-matrix PNG if possible)."""
-  path = os.path.join(workdir, f"eval_{split}.json")
+  """Writes ``eval_<name>.json`` (and a confusion-matrix PNG if possible).
+
+  ``name`` is the split, prefixed with the dataset when it is not the run's
+  own (``fer2013_test``), so that no evaluation overwrites another's files.
+  """
+  path = os.path.join(workdir, f"eval_{name}.json")
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(metrics, f, indent=2)
   os.replace(tmp, path)
   plot_confusion(np.asarray(metrics["confusion_matrix"]), class_names,
-                 os.path.join(workdir, f"confusion_{split}.png"),
-                 title=f"{split}: accuracy {metrics['accuracy']:.2%}")
+                 os.path.join(workdir, f"confusion_{name}.png"),
+                 title=f"{name}: accuracy {metrics['accuracy']:.2%}")
   return path
 
 

@@ -75,6 +75,7 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
     raise CheckpointError(
         f"teacher run {teacher_workdir}: {e} A teacher is trained with "
         "configs/teacher.py or imported with python -m mre_jax.convert.") from e
+  check_teacher(teacher, split, image_size)
   variables, step = teacher.variables, teacher.step
   predict_fn = predict.make_predict_fn(teacher.model, mesh, image_size)
   views = []
@@ -99,7 +100,42 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
   accuracy = float(np.mean(logits[:, 0].argmax(-1) == split.labels))
   log(f"teacher logits written to {path} (teacher epoch {step}, train "
       f"accuracy {accuracy:.2%})")
+  warn_if_near_chance(accuracy, split, teacher_workdir)
   return meta
+
+
+def check_teacher(teacher: checkpointing.LoadedModel, split: SplitData,
+                  image_size: int) -> None:
+  """Refuses a teacher of another dataset, label set or input size."""
+  where = f"teacher run {teacher.workdir}"
+  trained_on = teacher.meta.get("run", {}).get("dataset")
+  if trained_on and trained_on != split.dataset:
+    raise CheckpointError(
+        f"{where} was trained on {trained_on}, but this student trains on "
+        f"{split.dataset}: distil from a teacher of the student's dataset.")
+  if tuple(teacher.class_names) != tuple(split.class_names):
+    raise CheckpointError(
+        f"{where} predicts {list(teacher.class_names)}, but {split.dataset} "
+        f"is labelled {list(split.class_names)}.")
+  if teacher.image_size != image_size:
+    raise CheckpointError(
+        f"{where} was trained on {teacher.image_size}x{teacher.image_size} "
+        f"inputs, but this student uses config.image_size={image_size}: use "
+        f"--config.image_size={teacher.image_size}, or a teacher of this size.")
+
+
+def warn_if_near_chance(accuracy: float, split: SplitData,
+                        teacher_workdir: str) -> None:
+  """Logs a loud warning when the teacher barely beats guessing."""
+  counts = np.bincount(split.labels, minlength=split.num_classes)
+  chance = max(1.0 / split.num_classes, counts.max() / max(counts.sum(), 1))
+  if accuracy < chance + 0.05:
+    logging.warning(
+        "THE TEACHER IS NEAR CHANCE: %s gets %.2f%% of the %s training split "
+        "right, where always answering the most frequent class gets %.2f%%. "
+        "Its logits teach the student little; train the teacher longer or "
+        "check its checkpoint.", teacher_workdir, 100 * accuracy,
+        split.dataset, 100 * chance)
 
 
 def load(path: str, split: SplitData, image_size: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 Once per epoch, on the host: the jitted steps of :mod:`.train`, evaluation of
 the validation split, the plateau schedule, early stopping, checkpoints (latest
 and best) and logs. A rerun of the same command resumes exactly from the
-latest checkpoint.
+latest checkpoint. A run holds its workdir's lock (:mod:`mre_jax.workdir_lock`)
+and stops cleanly on SIGINT or SIGTERM (:mod:`.interrupts`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from mre_jax import config_lib
 from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax import models
+from mre_jax import workdir_lock
 from mre_jax.datasets import loading
 from mre_jax.errors import CheckpointError, ConfigError
 from mre_jax.evaluation import evaluator
 from mre_jax.evaluation import predict
 from mre_jax.labels import NUM_CLASSES
+from mre_jax.training import interrupts
 from mre_jax.training import teacher_logits
 from mre_jax.training.metric_writer import MetricWriter
 from mre_jax.training.run_info import write_run_info
@@ -48,6 +51,7 @@ class LoopState:
   best_val_accuracy: float = -1.0
   epochs_without_improvement: int = 0
   finished: bool = False
+  stopped_early: bool = False  # Finished by early stopping.
 
 
 def run_identity(config: config_dict.ConfigDict,
@@ -136,8 +140,30 @@ class Trainer:
       return None, LoopState()
     meta = checkpointing.read_meta(manager, latest)
     self.check_identity(meta)
-    return latest, LoopState(**{f.name: meta[f.name]
-                                for f in dataclasses.fields(LoopState)})
+    loop = LoopState(**{f.name: meta.get(f.name, f.default)
+                        for f in dataclasses.fields(LoopState)})
+    if "stopped_early" not in meta:  # Saved before the field existed.
+      loop.stopped_early = loop.finished and (
+          loop.epochs_without_improvement >=
+          self.config.early_stopping_patience)
+    return latest, loop
+
+  def _continues(self, epochs_done: int) -> bool:
+    """Whether a finished run of ``epochs_done`` epochs trains on."""
+    return (self.config.continue_finished and
+            epochs_done < self.config.num_epochs)
+
+  def _finished_message(self, loop: LoopState) -> str:
+    how = (f"by early stopping at epoch {loop.epoch}" if loop.stopped_early
+           else f"after its {loop.epoch} epochs")
+    more = (f"to train it on to --config.num_epochs={self.config.num_epochs}"
+            ", add --config.continue_finished=True"
+            if self.config.num_epochs > loop.epoch else
+            "to train it further, rerun with a larger --config.num_epochs "
+            "and --config.continue_finished=True")
+    return (f"{self.workdir} finished {how} (best epoch {loop.best_epoch}, "
+            f"validation accuracy {100 * loop.best_val_accuracy:.2f}%); "
+            f"nothing to do. --mode=evaluate reports it; {more}.")
 
   def _epoch_parts(self, tx, plateau, data: loading.RunData) -> _Epoch:
     config, mesh = self.config, self.mesh
@@ -169,17 +195,23 @@ class Trainer:
         lr=learning_rate(config, self.global_batch))
 
   def _train_epoch(self, parts: _Epoch, state: TrainState, epoch: int,
-                   perm_rng: jax.Array) -> tuple[TrainState, dict[str, Any]]:
-    """Runs one epoch's steps; returns the state and summed train metrics."""
+                   perm_rng: jax.Array, stop: interrupts.StopOnSignal
+                   ) -> tuple[TrainState, dict[str, Any]]:
+    """Runs one epoch's steps; returns the state and summed train metrics.
+
+    Stops with Interrupted between dispatches if a signal asked to.
+    """
     start = last_print = time.time()
     perm = parts.permutation(jax.random.fold_in(perm_rng, epoch),
                              parts.train_split.num_examples)
     totals = None  # Summed on device: no host sync per dispatch.
     for first in range(0, parts.steps, parts.per_dispatch):
       num = min(parts.per_dispatch, parts.steps - first)
+      stop.check()
       state, sums = parts.train_chunk(state, parts.train_split, perm,
                                       parts.class_weights, first,
                                       num_steps=num)
+      stop.epoch = epoch  # Under way.
       totals = sums if totals is None else parts.add_sums(totals, sums)
       if time.time() - last_print > self.config.progress_every_seconds:
         distributed.to_host(totals["count"])  # Waits for the work so far.
@@ -194,17 +226,36 @@ class Trainer:
     return state, totals
 
   def train(self) -> LoopState:
-    """Trains until ``num_epochs`` or early stopping; resumes if possible."""
+    """Trains until ``num_epochs`` or early stopping; resumes if possible.
+
+    Holds the workdir's lock throughout. SIGINT and SIGTERM end it with
+    :class:`~mre_jax.errors.Interrupted` once the step or checkpoint under way
+    is complete; rerunning the same command resumes.
+    """
+    stop = interrupts.StopOnSignal(self.workdir, self.config.num_epochs)
+    with stop, workdir_lock.hold(self.workdir):
+      try:
+        manager = checkpointing.open_manager(self.workdir)
+        latest, loop = self._resume_point(manager)
+        if loop.finished and not self._continues(loop.epoch):
+          logging.info("%s", self._finished_message(loop))
+          return loop
+        stop.saved_epoch = stop.epoch = loop.epoch
+        return self._run(manager, latest, loop, stop)
+      except interrupts.StopNow:
+        raise stop.interrupted() from None
+
+  def _run(self, manager, latest: int | None, loop: LoopState,
+           stop: interrupts.StopOnSignal) -> LoopState:
     config, mesh = self.config, self.mesh
-    manager = checkpointing.open_manager(self.workdir)
-    latest, loop = self._resume_point(manager)
     if loop.finished:
-      logging.info("%s already finished after %d epochs (best epoch %d, "
-                   "validation accuracy %.2f%%); nothing to do. Use "
-                   "--mode=evaluate to report it.", self.workdir, loop.epoch,
-                   loop.best_epoch, 100 * loop.best_val_accuracy)
-      return loop
-    write_run_info(config, self.workdir)
+      logging.info("Continuing %s, finished at epoch %d, to epoch %d "
+                   "(continue_finished).", self.workdir, loop.epoch,
+                   config.num_epochs)
+      loop = dataclasses.replace(loop, finished=False, stopped_early=False,
+                                 epochs_without_improvement=0)
+    with stop.protect():
+      write_run_info(config, self.workdir)
     data = self.load_data()
     channels = int(data.splits["train"].images.shape[-1])
     lr = learning_rate(config, self.global_batch)
@@ -217,7 +268,6 @@ class Trainer:
       state = state.replace(**restored["model"], **restored["train"])
       logging.info("Resumed %s from epoch %d.", self.workdir, loop.epoch)
     parts = self._epoch_parts(tx, plateau, data)
-    writer = MetricWriter(self.workdir, loop.epoch)
     logging.info(
         "Training %s (%s params) on %s: %d examples, global batch %d over %d "
         "devices, %d steps/epoch, lr %g, ce_weight %g, kd_weight %g.",
@@ -228,50 +278,62 @@ class Trainer:
     # Epoch permutations use a stream of their own; steps fold in state.step.
     perm_rng = jax.random.fold_in(state.rng, 2**31 - 1)
     run_start, first_epoch = time.time(), loop.epoch
-    while not loop.finished:
-      epoch, epoch_start = loop.epoch + 1, time.time()
-      state, totals = self._train_epoch(parts, state, epoch, perm_rng)
-      val = evaluator.evaluate_split(parts.predict_fn, state.variables(),
-                                     data, "validation", mesh,
-                                     config.eval_batch_size)
-      metric = (val["loss"] if config.plateau.metric == "val_loss"
-                else -val["accuracy"])
-      state = state.replace(plateau_state=parts.plateau_update(
-          state, jnp.asarray(metric, jnp.float32)))
-      loop = _advance(loop, epoch, val["accuracy"], config)
-      scalars = _epoch_scalars(totals, val, lr * float(distributed.to_host(
-          state.plateau_state.scale)), time.time() - epoch_start)
-      writer.write(epoch, scalars)
-      checkpointing.save(manager, epoch, model=state.variables(),
-                         train=_train_item(state),
-                         meta=self.meta(loop, channels),
-                         val_accuracy=val["accuracy"])
-      per_epoch = (time.time() - run_start) / (epoch - first_epoch)
-      logging.info(
-          "epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc %.2f%% "
-          "| lr %.2g | %.0f img/s | best %.2f%% (epoch %d) | ETA %s", epoch,
-          config.num_epochs, scalars["train_loss"],
-          100 * scalars["train_accuracy"], val["loss"], 100 * val["accuracy"],
-          scalars["learning_rate"], scalars["images_per_second"],
-          100 * loop.best_val_accuracy, loop.best_epoch,
-          _duration(per_epoch * (config.num_epochs - epoch)))
-    writer.close()
-    if loop.epoch < config.num_epochs:
+    writer = MetricWriter(self.workdir, loop.epoch)
+    try:
+      while not loop.finished:
+        epoch, epoch_start = loop.epoch + 1, time.time()
+        state, totals = self._train_epoch(parts, state, epoch, perm_rng,
+                                          stop)
+        val = evaluator.evaluate_split(parts.predict_fn, state.variables(),
+                                       data, "validation", mesh,
+                                       config.eval_batch_size)
+        metric = (val["loss"] if config.plateau.metric == "val_loss"
+                  else -val["accuracy"])
+        state = state.replace(plateau_state=parts.plateau_update(
+            state, jnp.asarray(metric, jnp.float32)))
+        loop = _advance(loop, epoch, val["accuracy"], config)
+        lr_now = lr * float(distributed.to_host(state.plateau_state.scale))
+        scalars = _epoch_scalars(totals, val, lr_now,
+                                 time.time() - epoch_start)
+        with stop.protect():  # A signal now waits for the save to complete.
+          writer.write(epoch, scalars)
+          checkpointing.save(manager, epoch, model=state.variables(),
+                             train=_train_item(state),
+                             meta=self.meta(loop, channels),
+                             val_accuracy=val["accuracy"])
+        stop.saved_epoch, stop.finished = epoch, loop.finished
+        per_epoch = (time.time() - run_start) / (epoch - first_epoch)
+        logging.info(
+            "epoch %d/%d: train loss %.4f acc %.2f%% | val loss %.4f acc "
+            "%.2f%% | lr %.2g | %.0f img/s | best %.2f%% (epoch %d) | ETA %s",
+            epoch, config.num_epochs, scalars["train_loss"],
+            100 * scalars["train_accuracy"], val["loss"],
+            100 * val["accuracy"], scalars["learning_rate"],
+            scalars["images_per_second"],
+            100 * loop.best_val_accuracy, loop.best_epoch,
+            _duration(per_epoch * (config.num_epochs - epoch)))
+        stop.check(epoch_end=True)
+    finally:
+      writer.close()
+    if loop.stopped_early:
       logging.info("Early stopping after epoch %d: no validation-accuracy gain "
                    "for %d epochs.", loop.epoch,
                    config.early_stopping_patience)
     return loop
 
   def finished(self) -> bool:
-    """Whether the workdir holds a run that already finished training."""
+    """Whether the workdir holds a finished run that ``continue_finished``
+    does not train on."""
     # Process 0 may already be creating the folder when another looks.
     if not distributed.main_process_value(
         os.path.isdir(checkpointing.checkpoint_dir(self.workdir))):
       return False
     manager = checkpointing.open_manager(self.workdir, read_only=True)
     latest = manager.latest_step()
-    return latest is not None and bool(
-        checkpointing.read_meta(manager, latest).get("finished"))
+    if latest is None:
+      return False
+    meta = checkpointing.read_meta(manager, latest)
+    return bool(meta.get("finished")) and not self._continues(meta["epoch"])
 
 
 def _train_item(state: TrainState) -> dict[str, Any]:
@@ -299,11 +361,13 @@ def _advance(loop: LoopState, epoch: int, val_accuracy: float,
   else:
     best_epoch, best = loop.best_epoch, loop.best_val_accuracy
     waited = loop.epochs_without_improvement + 1
-  finished = (epoch >= config.num_epochs or
-              waited >= config.early_stopping_patience)
+  stopped_early = (epoch < config.num_epochs and
+                   waited >= config.early_stopping_patience)
   return LoopState(epoch=epoch, best_epoch=best_epoch,
                    best_val_accuracy=float(best),
-                   epochs_without_improvement=waited, finished=finished)
+                   epochs_without_improvement=waited,
+                   finished=epoch >= config.num_epochs or stopped_early,
+                   stopped_early=stopped_early)
 
 
 def _duration(seconds: float) -> str:
@@ -317,8 +381,9 @@ def train_and_evaluate(config: config_dict.ConfigDict, workdir: str,
   """Trains (or resumes), then evaluates the chosen checkpoint; returns its
   metrics, or ``{}`` when the run had already finished."""
   trainer = Trainer(config, workdir, mesh)
-  if trainer.finished():
-    trainer.train()  # Says so.
-    return {}
-  trainer.train()
-  return evaluator.evaluate_config(config, trainer.workdir, trainer.mesh)
+  with workdir_lock.hold(trainer.workdir):  # Until its evaluation is written.
+    if trainer.finished():
+      trainer.train()  # Says so.
+      return {}
+    trainer.train()
+    return evaluator.evaluate_config(config, trainer.workdir, trainer.mesh)
