@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mre_jax import conv
 from mre_jax import paper
 from mre_jax.labels import NUM_CLASSES
 
@@ -102,13 +103,11 @@ class TorchBatchNorm(nn.Module):
 
 
 def _conv(features: int, kernel: int, stride: int, in_features: int,
-          dtype: Dtype, name: str) -> nn.Conv:
-  pad = kernel // 2
-  return nn.Conv(
-      features, (kernel, kernel), strides=(stride, stride),
-      padding=((pad, pad), (pad, pad)), use_bias=True, dtype=dtype,
-      param_dtype=jnp.float32, kernel_init=torch_weight_init(),
-      bias_init=torch_bias_init(in_features * kernel * kernel), name=name)
+          dtype: Dtype, impl: str, name: str) -> conv.Conv:
+  return conv.Conv(
+      features, kernel, stride, dtype=dtype, kernel_init=torch_weight_init(),
+      bias_init=torch_bias_init(in_features * kernel * kernel), impl=impl,
+      name=name)
 
 
 def _dense(features: int, in_features: int, dtype: Dtype, name: str,
@@ -139,19 +138,22 @@ class ResidualBlock(nn.Module):
   features: int
   stride: int = 2
   dtype: Dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     in_features = x.shape[-1]
     bn = lambda name: TorchBatchNorm(dtype=self.dtype, name=name)
-    y = _conv(self.features, 3, self.stride, in_features, self.dtype, "conv1")(x)
+    conv_ = lambda kernel, stride, fan_in, name: _conv(
+        self.features, kernel, stride, fan_in, self.dtype, self.conv_impl,
+        name)
+    y = conv_(3, self.stride, in_features, "conv1")(x)
     y = nn.relu(bn("bn1")(y, train))
-    y = _conv(self.features, 3, 1, self.features, self.dtype, "conv2")(y)
+    y = conv_(3, 1, self.features, "conv2")(y)
     y = bn("bn2")(y, train)
     shortcut = x
     if self.stride != 1 or in_features != self.features:
-      shortcut = _conv(self.features, 1, self.stride, in_features, self.dtype,
-                       "shortcut_conv")(x)
+      shortcut = conv_(1, self.stride, in_features, "shortcut_conv")(x)
       shortcut = bn("shortcut_bn")(shortcut, train)
     return nn.relu(y + shortcut)
 
@@ -161,12 +163,14 @@ class ResEmoteNet(nn.Module):
 
   Input: float images (N, H, W, 3), NHWC, already normalised. Output: float32
   logits (N, num_classes). ``dtype`` is the compute dtype (e.g. bfloat16);
-  parameters and BatchNorm statistics stay float32.
+  parameters and BatchNorm statistics stay float32. ``conv_impl`` picks how
+  convolutions and pooling are computed (:mod:`mre_jax.conv`), never what.
   """
   width: int = 64
   se_reduction: int = 16
   num_classes: int = NUM_CLASSES
   dtype: Dtype = jnp.float32
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -174,15 +178,17 @@ class ResEmoteNet(nn.Module):
     x = x.astype(self.dtype)
     in_features = x.shape[-1]
     for i, features in enumerate((w, 2 * w, 4 * w), start=1):
-      x = _conv(features, 3, 1, in_features, self.dtype, f"conv{i}")(x)
+      x = _conv(features, 3, 1, in_features, self.dtype, self.conv_impl,
+                f"conv{i}")(x)
       x = nn.relu(TorchBatchNorm(dtype=self.dtype, name=f"bn{i}")(x, train))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      x = conv.max_pool_2x2(x, self.conv_impl)
       if i < 3:
         x = nn.Dropout(0.2, deterministic=not train)(x)
       in_features = features
     x = SqueezeExcite(self.se_reduction, dtype=self.dtype, name="se")(x)
     for i, features in enumerate((8 * w, 16 * w, 32 * w), start=1):
       x = ResidualBlock(features, stride=2, dtype=self.dtype,
+                        conv_impl=self.conv_impl,
                         name=f"res_block{i}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
     in_features = x.shape[-1]

@@ -1,0 +1,160 @@
+"""The convolution layer: its dot form equals XLA's convolution everywhere."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mre_jax import conv
+from mre_jax import models
+
+# (size, in, out, kernel, stride): every case the models meet, odd sizes and
+# maps smaller than the kernel.
+SHAPES = [(s, cin, cout, k, stride)
+          for s in (1, 2, 3, 4, 5, 8)
+          for cin, cout in ((3, 4), (6, 8))
+          for k in (1, 3) for stride in (1, 2)]
+
+
+def _inputs(size, cin, cout, k, batch=3, dtype=jnp.float32):
+  x = jax.random.normal(jax.random.key(0), (batch, size, size + 1, cin))
+  w = jax.random.normal(jax.random.key(1), (k, k, cin, cout))
+  return x.astype(dtype), w.astype(dtype)
+
+
+PAIRS = [("dot", "dot"), ("lax", "dot"), ("dot", "lax")]
+
+
+@pytest.mark.parametrize("size,cin,cout,k,stride", SHAPES)
+def test_dot_form_equals_lax_and_its_gradients(size, cin, cout, k, stride):
+  x, w = _inputs(size, cin, cout, k)
+  ct = jax.random.normal(jax.random.key(2), conv.conv_lax(x, w, stride).shape)
+
+  @jax.jit
+  def value_and_grads(x, w):
+    outs = {}
+    for forward, gradient in [("lax", "lax")] + PAIRS:
+      fn = lambda x, w: conv.conv_split(x, w, stride, forward, gradient)
+      y, vjp = jax.vjp(fn, x, w)
+      outs[forward, gradient] = (y, *vjp(ct))
+    return outs
+
+  outs = value_and_grads(x, w)
+  expected = outs["lax", "lax"]
+  assert expected[0].shape == (3, conv.output_size(size, k, stride),
+                               conv.output_size(size + 1, k, stride), cout)
+  for pair in PAIRS:
+    for a, b in zip(outs[pair], expected):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=pair)
+
+
+def test_bfloat16_dot_form_close_to_lax():
+  x, w = _inputs(4, 16, 8, 3, dtype=jnp.bfloat16)
+  y_lax, y_dot = (conv.conv2d(x, w, 2, i) for i in ("lax", "dot"))
+  assert y_dot.dtype == jnp.bfloat16
+  np.testing.assert_allclose(y_dot.astype(np.float32),
+                             y_lax.astype(np.float32), rtol=0.05, atol=0.1)
+
+
+@pytest.mark.parametrize("k,stride", [(1, 2), (3, 1), (3, 2)])
+def test_layer_has_nn_conv_parameters_and_output(k, stride):
+  pad = k // 2
+  reference = nn.Conv(5, (k, k), strides=(stride, stride),
+                      padding=((pad, pad), (pad, pad)),
+                      kernel_init=models.torch_weight_init(),
+                      bias_init=models.torch_bias_init(4 * k * k))
+  x = jax.random.normal(jax.random.key(0), (2, 7, 6, 4))
+  expected = reference.init(jax.random.key(3), x)
+  for impl in conv.IMPLEMENTATIONS:
+    layer = conv.Conv(5, k, stride, kernel_init=models.torch_weight_init(),
+                      bias_init=models.torch_bias_init(4 * k * k), impl=impl)
+    variables = layer.init(jax.random.key(3), x)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), variables) == (
+        jax.tree.map(lambda a: (a.shape, a.dtype), expected))
+    jax.tree.map(np.testing.assert_array_equal, variables, expected)
+    np.testing.assert_allclose(layer.apply(variables, x),
+                               reference.apply(expected, x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_layer_keeps_float32_parameters():
+  layer = conv.Conv(4, 3, 2, dtype=jnp.bfloat16, impl="dot")
+  variables = layer.init(jax.random.key(0), jnp.ones((1, 4, 4, 3)))
+  assert {a.dtype for a in jax.tree.leaves(variables)} == {
+      jnp.dtype(jnp.float32)}
+  assert layer.apply(variables, jnp.ones((1, 4, 4, 3))).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 8, 16, 32, 64])
+@pytest.mark.parametrize("channels", [3, 16, 64, 1024])
+def test_auto_is_lax_off_the_cpu(size, channels):
+  for stride in (1, 2):
+    shape = (16, size, size, channels)
+    assert conv.choose(shape, stride, backend="gpu") == ("lax", "lax")
+    assert conv.choose(shape, stride, backend="tpu") == ("lax", "lax")
+
+
+@pytest.mark.parametrize("size,channels,expected", [
+    (64, 3, ("lax", "lax")), (32, 16, ("lax", "lax")), (2, 16, ("lax", "lax")),
+    (32, 32, ("lax", "dot")), (16, 64, ("lax", "dot")),
+    (8, 32, ("dot", "dot")), (2, 512, ("dot", "dot"))])
+def test_auto_follows_the_rule_on_the_cpu(size, channels, expected):
+  x, w = jnp.ones((2, size, size, channels)), jnp.ones((3, 3, channels, 8))
+  assert conv.choose(x.shape, 1, backend="cpu") == expected
+  fn = lambda x, w: conv.conv2d(x, w, 1)
+  forward = jax.jit(fn).lower(x, w).as_text()
+  gradient = jax.jit(jax.grad(lambda x, w: jnp.sum(fn(x, w) ** 2), (0, 1))
+                     ).lower(x, w).as_text()
+  # A "dot" gradient computes no convolution; a "lax" one computes two.
+  assert forward.count("convolution(") == (expected[0] == "lax")
+  assert gradient.count("convolution(") == (
+      (expected[0] == "lax") + 2 * (expected[1] == "lax"))
+
+
+def test_unknown_implementation_is_rejected():
+  x, w = _inputs(2, 3, 4, 1)
+  with pytest.raises(ValueError, match="lax"):
+    conv.conv2d(x, w, 1, "fft")
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 4), (1, 2, 3, 1)])
+def test_max_pool_and_its_gradient_equal_nn_max_pool(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  # Rounded values and ReLU zeros: many windows with tied maxima.
+  ties = jax.random.bernoulli(jax.random.key(1), 0.5, shape)
+  x = jnp.where(ties, jnp.maximum(jnp.round(x), 0), x)
+  ct = jax.random.normal(jax.random.key(2), (shape[0], shape[1] // 2,
+                                             shape[2] // 2, shape[3]))
+  outs = {}
+  for impl in ("lax", "dot"):
+    y, vjp = jax.vjp(lambda x: conv.max_pool_2x2(x, impl), x)
+    outs[impl] = (y, *vjp(ct))
+  expected = nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(outs["lax"][0], expected)
+  for a, b in zip(outs["dot"], outs["lax"]):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODEL_SPECS))
+@pytest.mark.parametrize("train", [False, True])
+def test_model_logits_and_gradients_equal_lax(name, train):
+  # 64x64 inputs reach every map size, down to the 1x1 of the last block.
+  model = models.get_model(name, width=4)
+  variables = models.init_variables(model, jax.random.key(0), 64)
+  x = jax.random.normal(jax.random.key(1), (4, 64, 64, 3))
+
+  def loss(impl):
+    def fn(params):
+      logits, _ = model.clone(conv_impl=impl).apply(
+          {**variables, "params": params}, x, train=train,
+          rngs={"dropout": jax.random.key(2)}, mutable=["batch_stats"])
+      return jnp.sum(logits * jnp.arange(1, 8)), logits
+    return jax.jit(jax.grad(fn, has_aux=True))
+
+  (g_lax, y_lax), (g_dot, y_dot) = loss("lax")(variables["params"]), loss(
+      "dot")(variables["params"])
+  np.testing.assert_allclose(y_dot, y_lax, rtol=1e-4, atol=1e-5)
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_lax))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(
+      a, b, rtol=1e-3, atol=1e-4 * scale), g_dot, g_lax)
