@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from configs import studentB
 from configs import studentC
 from configs import teacher
 from mre_jax import config_lib
@@ -81,7 +82,7 @@ def written(runs, tmp_path_factory):
 def test_records_name_the_experiment_and_use_the_distill_rule(runs):
   records = {name: report.load_run(runs[name][0]) for name in RUNS}
   assert {name: r["experiment"] for name, r in records.items()} == {
-      "teacher": "teacher", "E6": "E6", "baseline": "baseline_student_c"}
+      "teacher": "teacher", "E6": "E6", "baseline": "baseline"}
   _, temperature, alpha = paper.EXPERIMENTS["E6"]
   assert (records["E6"]["T"], records["E6"]["alpha"]) == (temperature, alpha)
   assert records["teacher"]["T"] is None and records["teacher"]["alpha"] is None
@@ -148,10 +149,11 @@ def test_table_puts_each_run_beside_the_paper(written, runs):
   output, path = written
   assert path == os.path.join(str(output), "results.md")
   page = open(path).read()
+  page = page[page.index("## Our runs"):page.index("### Test accuracy")]
   header = table_row(page.replace("| dataset | run |", "| fer2013 | head |"),
                      "head")
   for name, experiment in (("teacher", "teacher"), ("E6", "E6"),
-                           ("baseline", "baseline_student_c")):
+                           ("baseline", "baseline")):
     row = dict(zip(header, table_row(page, experiment)))
     record = report.load_run(runs[name][0])
     assert row["test acc (%)"] == f"{100 * record['test_acc']:.2f}"
@@ -168,15 +170,17 @@ def test_results_json_and_figures(written):
   with open(output / "results.json") as f:
     records = json.load(f)
   assert [r["experiment"] for r in records] == [
-      "teacher", "E6", "baseline_student_c"]
+      "teacher", "E6", "baseline"]
   assert set(records[0]) == {
-      "dataset", "model", "experiment", "T", "alpha", "kd_weight", "val_acc",
-      "test_acc", "mean_class_acc", "epochs", "wall_s", "device", "commit"}
+      "dataset", "model", "experiment", "recipe", "teacher", "T", "alpha",
+      "kd_weight", "val_acc", "test_acc", "mean_class_acc", "per_class_acc",
+      "epochs", "best_epoch", "wall_s", "device", "commit", "command"}
+  assert records[1]["per_class_acc"] == evaluation(101, 2)[
+      "per_class_accuracy"]
   pytest.importorskip("matplotlib")
   page = (output / "results.md").read_text()
-  for name in ("curves.png", "confusion_fer2013_teacher.png",
-               "confusion_fer2013_E6.png",
-               "confusion_fer2013_baseline_student_c.png"):
+  for name in ("curves_fer2013.png", "confusion_teacher.png",
+               "confusion_E6.png", "confusion_baseline.png"):
     assert (output / "figures" / name).stat().st_size > 0
     assert f"(figures/{name})" in page
 
@@ -207,3 +211,47 @@ def test_cli_without_a_run_is_an_error(workdirs, tmp_path):
       result.stderr)
   assert "Traceback" not in result.stderr
   assert not os.path.exists(tmp_path / "docs" / "results.md")
+
+
+def test_distillation_from_a_trained_student_is_named_and_compared(
+    runs, tmp_path):
+  teacher_dir = tmp_path / "B_baseline"
+  write_run(str(teacher_dir), studentB.get_config("raf_db,baseline"), 2, 7)
+  student_dir, base_dir = tmp_path / "C_kd", tmp_path / "C_base"
+  config = studentC.get_config("raf_db")
+  config.distill.teacher_workdir = str(teacher_dir)
+  write_run(str(student_dir), config, 3, seed=8)
+  write_run(str(base_dir), studentC.get_config("raf_db,baseline"), 3, 9)
+  kd, base = report.load_run(str(student_dir)), report.load_run(str(base_dir))
+  assert kd["experiment"] == "kd-from-student_b"
+  assert kd["teacher"] == ("student_b (trained on raf_db, workdir "
+                           "B_baseline)")
+  assert (base["experiment"], base["teacher"]) == ("baseline", None)
+  sentence, = report.comparisons([base, kd])
+  delta = 100 * (kd["test_acc"] - base["test_acc"])
+  assert f"{delta:+.2f} points" in sentence
+  assert ("did not help" in sentence) == (delta <= 0)
+
+
+def test_recipe_prefix_device_command_and_notes(runs, tmp_path):
+  workdir = tmp_path / "improved"
+  write_run(str(workdir), studentC.get_config("fer2013,baseline,"
+                                              "recipe=improved"), 2, seed=3)
+  info = {"commit": "abc", "command": "python -m mre_jax.main --x=1",
+          "machine": {"platform": "cpu", "device_kind": "cpu",
+                      "device_count": 1, "cpu": "AMD EPYC", "cpu_count": 2}}
+  with open(workdir / "run_info.json", "w") as f:
+    json.dump(info, f)
+  record = report.load_run(str(workdir))
+  assert (record["experiment"], record["recipe"]) == (
+      "improved+baseline", "improved")
+  assert record["device"] == "AMD EPYC (CPU, 2 cores)"
+  notes = tmp_path / "notes.md"
+  notes.write_text("The improved recipe is a separate config.")
+  page = open(report.write_report([str(workdir)], str(tmp_path / "docs"),
+                                  notes=str(notes))).read()
+  assert "The improved recipe is a separate config." in page
+  assert "python -m mre_jax.main --x=1" in page
+  with pytest.raises(UserError, match="no such file"):
+    report.write_report([str(workdir)], str(tmp_path / "docs2"),
+                        notes=str(tmp_path / "missing.md"))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -34,6 +36,33 @@ def git_commit() -> str:
   return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_name() -> str:
+  """The CPU's model name (``/proc/cpuinfo`` on Linux), or the platform's."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> dict[str, object]:
+  """The hardware a run used: accelerator kind and count, CPU and cores."""
+  devices = jax.devices()
+  return {"platform": devices[0].platform, "device_kind": devices[0].device_kind,
+          "device_count": len(devices), "cpu": cpu_name(),
+          "cpu_count": os.cpu_count()}
+
+
+def command() -> str:
+  """The command line that started this process, as a user would type it."""
+  if sys.argv and sys.argv[0].endswith(os.path.join("mre_jax", "main.py")):
+    return shlex.join(["python", "-m", "mre_jax.main", *sys.argv[1:]])
+  return shlex.join(["python", *sys.argv])
+
+
 def write_run_info(config: config_dict.ConfigDict, workdir: str) -> None:
   """Saves the resolved config and the code version into the workdir."""
   if not distributed.is_main_process():
@@ -41,7 +70,8 @@ def write_run_info(config: config_dict.ConfigDict, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  info = {"commit": git_commit(), "argv": sys.argv,
+  info = {"commit": git_commit(), "argv": sys.argv, "command": command(),
+          "machine": machine(),
           "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
           "process_count": jax.process_count(),
           "time": time.strftime("%Y-%m-%d %H:%M:%S")}
