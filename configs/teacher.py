@@ -1,6 +1,8 @@
 """ResEmoteNet teacher (80.2M parameters, Table II), class-weighted CE.
 
-Usage: ``--config=configs/teacher.py:fer2013`` (or ``:raf_db``).
+Usage: ``--config=configs/teacher.py:fer2013`` (or ``:raf_db``); add
+``recipe=improved`` for the improved recipe instead of the paper's
+(:func:`mre_jax.recipe.apply_recipe`).
 """
 
 from mre_jax import config_lib

@@ -3,21 +3,26 @@
 A config file's argument string (after the ``:`` in ``--config=FILE:ARGS``)
 is a comma-separated list: an optional dataset name and ``key=value`` pairs.
 Keys: ``exp`` (E1..E6, Table IV), ``alpha``, ``T`` (temperature),
-``baseline`` (no teacher: kd_weight=0, ce_weight=1), ``width`` (tiny models).
+``baseline`` (no teacher: kd_weight=0, ce_weight=1), ``width`` (tiny models),
+``recipe`` (``paper``, the default, or ``improved``; see
+:func:`mre_jax.recipe.apply_recipe`).
 """
 
 from __future__ import annotations
 
 from ml_collections import config_dict
 
+from mre_jax import augment
 from mre_jax import models
 from mre_jax import paper
+from mre_jax import recipe
 from mre_jax.dataset_names import DATASET_NAMES
 from mre_jax.dataset_names import VALIDATION_MODES
 from mre_jax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
-_ARG_KEYS = ("exp", "alpha", "T", "baseline", "width")
+_ARG_KEYS = ("exp", "alpha", "T", "baseline", "width", "recipe")
+LR_SCHEDULES = ("plateau", "warmup_cosine")
 
 
 def parse_args(arg: str | None) -> tuple[str | None, dict[str, str]]:
@@ -54,6 +59,8 @@ def apply_args(config: config_dict.ConfigDict, arg: str | None,
   dataset, pairs = parse_args(arg)
   if dataset:
     config.dataset.name = dataset
+  # First, so that a recipe never undoes the other arguments.
+  recipe.apply_recipe(config, pairs.get("recipe", "paper").lower())
   if "exp" in pairs:
     if not student:
       raise ConfigError("exp= selects a distillation experiment; use it with "
@@ -130,6 +137,14 @@ def validate(config: config_dict.ConfigDict) -> None:
   _check(c.learning_rate > 0, "learning_rate", c.learning_rate, "> 0")
   _check(0 <= c.momentum < 1, "momentum", c.momentum, "in [0, 1)")
   _check(c.weight_decay >= 0, "weight_decay", c.weight_decay, ">= 0")
+  _check(c.recipe in recipe.RECIPES, "recipe", c.recipe,
+         f"one of {recipe.RECIPES}")
+  _check(c.lr_schedule in LR_SCHEDULES, "lr_schedule", c.lr_schedule,
+         f"one of {LR_SCHEDULES}")
+  _check(c.warmup_epochs >= 0, "warmup_epochs", c.warmup_epochs, ">= 0")
+  _check(0 <= c.label_smoothing < 1, "label_smoothing", c.label_smoothing,
+         "in [0, 1)")
+  augment.Augmentation.from_config(c)  # Checks the augment_* fields.
   _check(c.plateau.metric in ("val_loss", "val_accuracy"), "plateau.metric",
          c.plateau.metric, "val_loss or val_accuracy")
   _check(0 < c.plateau.factor <= 1, "plateau.factor", c.plateau.factor,

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mre_jax import checkpointing
+from mre_jax import cli
 from mre_jax import models
 from mre_jax.errors import CheckpointError, ConfigError, UserError
 from mre_jax.labels import CLASS_NAMES
@@ -373,19 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Runs the CLI on ``argv`` (program name first); returns the exit status."""
   argv = list(sys.argv if argv is None else argv)
   fv = _define_flags()
-  if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-    print(f"{__doc__}\nflags:\n{fv.get_help(include_special_flags=False)}")
-    return 0
+  status = cli.parse(fv, argv, __doc__)
+  if status is not None:
+    return status
   try:
-    rest = fv(argv)
-    if len(rest) > 1:
-      raise UserError(f"unexpected arguments {rest[1:]}; see --help")
     result = import_checkpoint(
         fv.torch_checkpoint, fv.model, fv.workdir, fv.num_classes,
         fv.image_size, int(fv.channels) if fv.channels else None)
-  except (UserError, flags.Error) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except UserError as e:
+    return cli.error(e, fv)
   print(f"wrote {result.checkpoint}: model {fv.model!r}, "
         f"{result.num_params:,} parameters and {result.num_batch_stats:,} "
         f"BatchNorm statistics from {os.path.abspath(fv.torch_checkpoint)}")

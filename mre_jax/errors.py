@@ -35,6 +35,14 @@ class ImageError(UserError):
   """An image given to a predictor has a wrong type or shape."""
 
 
+class ExportError(UserError):
+  """An exported model cannot be written or read, or is not an export."""
+
+
+class AnalysisError(UserError):
+  """An image, folder, video or camera to analyse is missing or unusable."""
+
+
 class Interrupted(Exception):
   """A run stopped by Ctrl-C or SIGTERM after keeping what it had saved.
 

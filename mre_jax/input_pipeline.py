@@ -9,7 +9,8 @@ mesh's data axis (:func:`put_on_mesh`). The jitted train or eval step then
 * gathers those rows from the sharded data (:func:`gather`): each device looks
   up the rows it owns and a reduce-scatter over the data axis hands every
   device its slice of the batch, so the dataset is never all-gathered;
-* resizes, flips and normalises the images (:func:`preprocess`).
+* resizes, flips and normalises the images (:func:`preprocess`) and applies
+  any further train-only augmentation (:mod:`mre_jax.augment`).
 
 There is no per-example Python loop and no per-batch host-to-device copy.
 Everything is computed in the global view and depends only on the RNG and the
@@ -34,6 +35,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from mre_jax import augment
 from mre_jax.errors import ConfigError
 from mre_jax.errors import DatasetError
 
@@ -288,7 +290,8 @@ def match_channels(images: jax.Array, channels: int | None) -> jax.Array:
 
 def train_batch(data: DeviceData, rng: jax.Array, perm: jax.Array,
                 step_in_epoch: jax.Array, *, batch_size: int, image_size: int,
-                mesh: jax.sharding.Mesh, augment_flip: bool = True
+                mesh: jax.sharding.Mesh, augment_flip: bool = True,
+                augmentation: augment.Augmentation | None = None
                 ) -> dict[str, jax.Array]:
   """One preprocessed training batch, for use inside the jitted train step.
 
@@ -296,7 +299,9 @@ def train_batch(data: DeviceData, rng: jax.Array, perm: jax.Array,
   preprocessed, plus ``flip`` (bool (B,), the view each image shows, e.g. for
   :func:`teacher_view`) and ``index`` (int32 (B,), the examples' ids), all
   sharded along the batch. ``data`` should not hold arrays of those two names.
-  With ``augment_flip=False`` no image is flipped.
+  With ``augment_flip=False`` no image is flipped. ``augmentation`` adds the
+  warps and erasing of :mod:`mre_jax.augment`, drawn from a stream folded
+  off ``rng`` so that the flips stay those drawn without it.
   """
   indices = train_batch_indices(perm, step_in_epoch, batch_size)
   batch = gather(data, indices, mesh)
@@ -305,6 +310,10 @@ def train_batch(data: DeviceData, rng: jax.Array, perm: jax.Array,
           else jnp.zeros((batch_size,), bool))
   flip = jax.lax.with_sharding_constraint(flip, sharding)
   batch["image"] = preprocess(batch["image"], image_size=image_size, flip=flip)
+  if augmentation is not None and augmentation.enabled:
+    batch["image"] = augment.apply(
+        batch["image"], jax.random.fold_in(rng, 1), augmentation,
+        constrain=lambda x: jax.lax.with_sharding_constraint(x, sharding))
   batch["flip"] = flip
   batch["index"] = jax.lax.with_sharding_constraint(indices, sharding)
   return batch

@@ -1,9 +1,10 @@
-"""The paper's training recipe (Mini-ResEmoteNet, Sec. III-D): the base config.
+"""The training recipes: the paper's (Mini-ResEmoteNet, Sec. III-D), the base
+config, and an improved one that changes a few of its fields.
 
 Every hyperparameter of a run lives here, each with its source; the paper's
 published results live in :mod:`mre_jax.paper`. The files in ``configs/``
-start from :func:`get_config` and pick a model, a dataset and an experiment
-(``configs/studentA.py:fer2013,exp=E1``, see
+start from :func:`get_config` and pick a model, a dataset, an experiment and
+a recipe (``configs/studentA.py:fer2013,exp=E1,recipe=improved``, see
 :func:`mre_jax.config_lib.apply_args`). Being part of the package, the recipe
 is the same for the command line, the benchmarks and the tests, and config
 files load from any directory.
@@ -12,6 +13,9 @@ files load from any directory.
 from ml_collections import config_dict
 
 from mre_jax import paper
+from mre_jax.errors import ConfigError
+
+RECIPES = ("paper", "improved")
 
 
 def get_config():
@@ -22,6 +26,8 @@ def get_config():
   config.model_width = 0  # 0: the preset's width (Table II); >0: tiny models.
   config.dtype = "float32"  # Compute dtype; "bfloat16" for GPU speed.
   config.seed = 0
+  # Informational: the recipe= argument that set the fields (see RECIPES).
+  config.recipe = "paper"
 
   config.dataset = config_dict.ConfigDict()
   config.dataset.name = "fer2013"  # fer2013 | raf_db | synthetic_faces.
@@ -35,7 +41,14 @@ def get_config():
 
   config.image_size = 64  # ResEmoteNet resizes every face to 64x64.
   config.augment_flip = True  # Random horizontal flip (paper, Sec. III-D).
+  # Train-only augmentations of mre_jax.augment, off in the paper's recipe:
+  # largest shift (fraction of the side), rotation (degrees) and the
+  # probability of erasing a rectangle.
+  config.augment_shift = 0.0
+  config.augment_rotation = 0.0
+  config.augment_erasing = 0.0
   config.class_weighted_loss = True  # Class-weight-biased loss (Sec. III-D).
+  config.label_smoothing = 0.0  # Of the CE term's hard labels, not of KD.
 
   config.batch_size = 16  # Global batch (paper, Sec. III-D).
   config.eval_batch_size = 256
@@ -50,10 +63,14 @@ def get_config():
   config.learning_rate = 1e-3  # Paper, Sec. III-D.
   config.momentum = 0.9
   config.weight_decay = 1e-4
+  # "plateau": the lr times the plateau's factor (below); "warmup_cosine":
+  # linear warm-up over warmup_epochs, then cosine decay to 0 at num_epochs.
+  config.lr_schedule = "plateau"
+  config.warmup_epochs = 0
 
   # ReduceLROnPlateau(factor=0.1) on validation loss (paper, Sec. III-D);
   # patience 10 and threshold 1e-4 are PyTorch's defaults.
-  config.plateau = config_dict.ConfigDict()
+  config.plateau = config_dict.ConfigDict()  # Used by lr_schedule "plateau".
   config.plateau.metric = "val_loss"  # val_loss (minimised) | val_accuracy.
   config.plateau.factor = 0.1
   config.plateau.patience = 10
@@ -90,4 +107,56 @@ def get_config():
   # Train steps per jitted call (lax.scan); 0: 1 on CPU, 64 on accelerators.
   config.steps_per_dispatch = 0
   config.progress_every_seconds = 30.0
+  return config
+
+
+def apply_recipe(config: config_dict.ConfigDict,
+                 name: str) -> config_dict.ConfigDict:
+  """Sets the fields of recipe ``name`` (one of :data:`RECIPES`) in place.
+
+  "paper" is :func:`get_config` as it is. "improved" is a common modern
+  recipe for small-image CNNs trained from scratch, not from the paper and
+  not tuned on its test sets: a larger batch on a warm-up + cosine schedule,
+  stronger augmentation and label smoothing. Fields not named here (model,
+  dataset, distillation, class weights, flip) keep their values.
+
+  Raises:
+    ConfigError: ``name`` is not one of :data:`RECIPES`.
+  """
+  if name not in RECIPES:
+    raise ConfigError(f"unknown recipe {name!r}; expected one of {RECIPES}")
+  config.recipe = name
+  if name == "paper":
+    return config
+  # Four times the paper's batch: 4x fewer, better-filled steps (an
+  # accelerator is barely busy at 16) and steadier BatchNorm statistics.
+  config.batch_size = 64
+  # SGD with momentum as in the paper, at a larger peak lr: with a short
+  # warm-up (which keeps the first steps stable from a random init) and a
+  # cosine decay to 0, the lr anneals smoothly instead of waiting for
+  # plateaus; warm-up + cosine suits the larger batch (Goyal et al., 2017;
+  # Loshchilov & Hutter, 2017).
+  config.learning_rate = 0.02
+  config.lr_schedule = "warmup_cosine"
+  config.warmup_epochs = 3
+  # More weight decay, as usual for SGD on small images, to curb
+  # overfitting on datasets of 12-29k faces.
+  config.weight_decay = 5e-4
+  # The cosine horizon: 60 epochs of 4x larger batches, long enough for the
+  # model to fit the harder, augmented data before the lr reaches 0.
+  config.num_epochs = 60
+  # Validation accuracy keeps rising late in a cosine schedule (small lr);
+  # stop only after a long stall. The best epoch is still kept.
+  config.early_stopping_patience = 20
+  # Faces are roughly but not exactly aligned: shifts of up to 10% and tilts
+  # of up to 10 degrees mimic the detector's variation.
+  config.augment_shift = 0.1
+  config.augment_rotation = 10.0
+  # Occluded faces (hands, glasses) are common in the wild: erasing a
+  # rectangle in a quarter of the images teaches the model to use the whole
+  # face rather than one region.
+  config.augment_erasing = 0.25
+  # FER2013's labels are noisy; smoothing keeps the model from fitting them
+  # with overconfident logits (Szegedy et al., 2016).
+  config.label_smoothing = 0.1
   return config

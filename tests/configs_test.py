@@ -109,7 +109,51 @@ def test_arguments_override_fields():
   assert teacher.model == "teacher" and not config_lib.is_student(teacher)
 
 
+IMPROVED = {"recipe": "improved", "batch_size": 64, "learning_rate": 0.02,
+            "momentum": 0.9, "weight_decay": 5e-4,
+            "lr_schedule": "warmup_cosine", "warmup_epochs": 3,
+            "num_epochs": 60, "early_stopping_patience": 20,
+            "augment_flip": True, "augment_shift": 0.1,
+            "augment_rotation": 10.0, "augment_erasing": 0.25,
+            "label_smoothing": 0.1, "class_weighted_loss": True}
+
+
+@pytest.mark.parametrize("name", ["teacher", "studentA", "studentB",
+                                  "studentC"])
+def test_improved_recipe_sets_its_fields_and_only_those(name):
+  paper_config = load(name, "fer2013")
+  improved = load(name, "fer2013,recipe=improved")
+  assert {k: improved[k] for k in IMPROVED} == IMPROVED
+  changed = {k for k, v in improved.items() if paper_config[k] != v}
+  assert changed <= set(IMPROVED)
+  if config_lib.is_student(improved):
+    improved.distill.teacher_workdir = "/some/teacher"
+  config_lib.validate(improved)
+
+
+@pytest.mark.parametrize("name", ["teacher", "studentC"])
+def test_paper_recipe_is_the_default(name):
+  config = load(name, "raf_db,recipe=paper")
+  assert config.to_dict() == load(name, "raf_db").to_dict()
+  assert config.recipe == "paper" and config.lr_schedule == "plateau"
+  assert (config.augment_shift, config.augment_rotation,
+          config.augment_erasing, config.label_smoothing) == (0, 0, 0, 0)
+
+
+def test_improved_recipe_combines_with_other_arguments():
+  baseline = load("studentC", "raf_db,baseline,recipe=improved,width=4")
+  assert baseline.dataset.name == "raf_db" and baseline.model_width == 4
+  assert config_lib.distill_weights(baseline) == (1.0, 0.0)
+  assert baseline.batch_size == 64 and baseline.recipe == "improved"
+  distilled = load("studentB", "recipe=IMPROVED,fer2013,exp=E4")
+  assert distilled.distill.experiment == "E4"
+  assert config_lib.distill_weights(distilled) == pytest.approx((0.85, 0.15))
+  assert distilled.lr_schedule == "warmup_cosine"
+
+
 @pytest.mark.parametrize("name,arg,message", [
+    ("studentC", "fer2013,recipe=fancy", "unknown recipe 'fancy'.*'paper', "
+     "'improved'"),
     ("studentA", "fer2013,exp=E4", "student_b"),
     ("studentA", "fer2013,exp=E9", "E1"),
     ("studentA", "fer2014", "fer2013"),
@@ -126,6 +170,9 @@ def test_bad_arguments_are_rejected(name, arg, message):
     ("dtype", "float16"), ("model", "student_d"), ("batch_size", 0),
     ("dataset.name", "affectnet"), ("distill.alpha", 1.5),
     ("plateau.metric", "train_loss"), ("eval.checkpoint", "newest"),
+    ("recipe", "fancy"), ("lr_schedule", "step"), ("warmup_epochs", -1),
+    ("label_smoothing", 1.0), ("augment_shift", 0.7),
+    ("augment_rotation", 200.0), ("augment_erasing", -0.1),
 ])
 def test_bad_values_name_the_field(field, value):
   config = load("teacher")

@@ -87,3 +87,56 @@ def test_no_teacher_is_weighted_cross_entropy():
       s, labels, None, temperature=3.0, ce_weight=1.0, kd_weight=0.0)
   assert float(parts["kd"]) == 0.0
   assert float(loss) == pytest.approx(float(losses.cross_entropy(s, labels)))
+
+
+def test_label_smoothing_mixes_in_the_uniform_distribution():
+  logits = np.random.default_rng(3).normal(size=(6, 7)).astype(np.float32)
+  labels = np.array([0, 1, 2, 3, 4, 6])
+  eps = 0.1
+  target = np.full((6, 7), eps / 7)
+  target[np.arange(6), labels] += 1 - eps
+  expected = np.mean(np.sum(-target * np.log(_softmax(logits)), -1))
+  got = losses.cross_entropy(logits, labels, label_smoothing=eps)
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+  assert float(got) != pytest.approx(float(losses.cross_entropy(logits,
+                                                                labels)))
+
+
+def test_weighted_label_smoothing_matches_pytorch():
+  rng = np.random.default_rng(4)
+  logits = rng.normal(size=(6, 7)).astype(np.float32)
+  labels = np.array([0, 1, 1, 3, 6, 6])
+  weights = np.linspace(0.5, 2.0, 7).astype(np.float32)
+  eps = 0.2
+  log_p = np.log(_softmax(logits))
+  nll = -log_p[np.arange(6), labels]
+  total = np.sum(weights[labels])
+  expected = ((1 - eps) * np.sum(weights[labels] * nll) / total +
+              eps / 7 * np.sum(-log_p * weights) / total)
+  got = losses.cross_entropy(logits, labels, weights, label_smoothing=eps)
+  assert float(got) == pytest.approx(expected, rel=1e-5)
+  mask = np.array([1, 1, 1, 1, 0, 0], bool)
+  masked = losses.cross_entropy(logits, labels, weights, mask, eps)
+  assert float(masked) == pytest.approx(float(losses.cross_entropy(
+      logits[:4], labels[:4], weights, label_smoothing=eps)), rel=1e-6)
+  torch = pytest.importorskip("torch")
+  reference = torch.nn.CrossEntropyLoss(
+      weight=torch.tensor(weights), label_smoothing=eps)(
+          torch.tensor(logits), torch.tensor(labels))
+  assert float(got) == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_label_smoothing_leaves_the_kd_term_alone():
+  rng = np.random.default_rng(5)
+  s = rng.normal(size=(4, 7)).astype(np.float32)
+  t = rng.normal(size=(4, 7)).astype(np.float32)
+  labels = np.array([1, 2, 3, 4])
+  kwargs = dict(temperature=3.0, ce_weight=0.8, kd_weight=0.2)
+  _, plain = losses.distillation_loss(s, labels, t, **kwargs)
+  loss, smooth = losses.distillation_loss(s, labels, t, label_smoothing=0.1,
+                                          **kwargs)
+  assert float(smooth["kd"]) == float(plain["kd"])
+  assert float(smooth["ce"]) == pytest.approx(float(
+      losses.cross_entropy(s, labels, label_smoothing=0.1)))
+  assert float(loss) == pytest.approx(
+      0.8 * float(smooth["ce"]) + 0.2 * 9 * float(smooth["kd"]), rel=1e-6)

@@ -27,12 +27,17 @@ def _as_mask(mask: jax.Array | None, batch: int) -> jax.Array:
 
 def cross_entropy(logits: jax.Array, labels: jax.Array,
                   class_weights: jax.Array | None = None,
-                  mask: jax.Array | None = None) -> jax.Array:
-  """Weighted-mean cross-entropy, as ``torch.nn.CrossEntropyLoss(weight=w)``.
+                  mask: jax.Array | None = None,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Weighted-mean cross-entropy, as ``torch.nn.CrossEntropyLoss(weight=w,
+  label_smoothing=eps)``.
 
   Each example's loss is scaled by its target's weight ``w[y_i]`` and the sum is
   divided by the sum of those weights (not by the batch size). Without
-  ``class_weights`` this is the plain mean.
+  ``class_weights`` this is the plain mean. With ``eps > 0`` (K classes) the
+  loss is PyTorch's ``(1 - eps) * CE + eps / K * sum_i sum_k w_k *
+  -log p_ik / sum_i w[y_i]``: without weights, the cross-entropy against the
+  target mixed with the uniform distribution, ``(1 - eps) * onehot + eps/K``.
   """
   logits = logits.astype(jnp.float32)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
@@ -40,7 +45,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   weights = _as_mask(mask, logits.shape[0])
   if class_weights is not None:
     weights = weights * jnp.asarray(class_weights, jnp.float32)[labels]
-  return jnp.sum(weights * nll) / jnp.maximum(jnp.sum(weights), 1e-12)
+  total = jnp.maximum(jnp.sum(weights), 1e-12)
+  loss = jnp.sum(weights * nll) / total
+  if not label_smoothing:
+    return loss
+  per_class = -log_probs
+  if class_weights is not None:
+    per_class = per_class * jnp.asarray(class_weights, jnp.float32)
+  valid = _as_mask(mask, logits.shape[0])
+  smooth = jnp.sum(valid * jnp.sum(per_class, axis=-1)) / total
+  num_classes = logits.shape[-1]
+  return (1 - label_smoothing) * loss + label_smoothing / num_classes * smooth
 
 
 def distillation_kl(student_logits: jax.Array, teacher_logits: jax.Array,
@@ -62,14 +77,18 @@ def distillation_loss(student_logits: jax.Array, labels: jax.Array,
                       teacher_logits: jax.Array | None, *, temperature: float,
                       ce_weight: float, kd_weight: float,
                       class_weights: jax.Array | None = None,
-                      mask: jax.Array | None = None
+                      mask: jax.Array | None = None,
+                      label_smoothing: float = 0.0
                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """``ce_weight * CE + kd_weight * T^2 * KL``; returns (loss, components).
 
   With ``teacher_logits=None`` (or ``kd_weight == 0``) this is the weighted
   cross-entropy times ``ce_weight``: the no-teacher baseline.
+  ``label_smoothing`` smooths the hard labels of the CE term only: the
+  teacher's soft targets already carry their own uncertainty.
   """
-  ce = cross_entropy(student_logits, labels, class_weights, mask)
+  ce = cross_entropy(student_logits, labels, class_weights, mask,
+                     label_smoothing)
   if teacher_logits is None or kd_weight == 0:
     kd = jnp.zeros((), jnp.float32)
   else:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from ml_collections import config_dict
 import optax
 
+from mre_jax import augment
 from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax import models
@@ -71,11 +72,37 @@ def learning_rate(config: config_dict.ConfigDict, global_batch: int) -> float:
   return config.learning_rate
 
 
+def lr_schedule(config: config_dict.ConfigDict, lr: float,
+                steps_per_epoch: int) -> optax.ScalarOrSchedule:
+  """The lr of each step: ``lr`` itself for the paper's plateau schedule
+  (the plateau scales the updates), or a linear warm-up from 0 over
+  ``warmup_epochs`` then a cosine decay to 0 at ``num_epochs``."""
+  if config.lr_schedule == "plateau":
+    return lr
+  total = max(steps_per_epoch * config.num_epochs, 1)
+  # At least one cosine step: optax refuses a decay of none.
+  warmup = min(steps_per_epoch * config.warmup_epochs, total - 1)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=lr, warmup_steps=warmup, decay_steps=total,
+      end_value=0.0)
+
+
 def make_optimizer(config: config_dict.ConfigDict,
-                   lr: float) -> optax.GradientTransformation:
-  """torch.optim.SGD: decay added to gradients, then heavy-ball momentum."""
+                   lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+  """torch.optim.SGD: decay added to gradients, then heavy-ball momentum.
+
+  ``lr`` is a number or a schedule of the step (:func:`lr_schedule`).
+  """
   return optax.chain(optax.add_decayed_weights(config.weight_decay),
                      optax.sgd(lr, momentum=config.momentum or None))
+
+
+def current_lr(schedule: optax.ScalarOrSchedule, state: TrainState) -> float:
+  """The lr of the state's next step: the schedule's, times the plateau's
+  scale."""
+  step = int(distributed.to_host(state.step))
+  lr = schedule(step) if callable(schedule) else schedule
+  return float(lr) * float(distributed.to_host(state.plateau_state.scale))
 
 
 def make_plateau(config: config_dict.ConfigDict
@@ -107,7 +134,7 @@ def init_state(model, config, tx, plateau, mesh) -> TrainState:
 
 
 def make_loss_fn(model, temperature: float, ce_weight: float,
-                 kd_weight: float):
+                 kd_weight: float, label_smoothing: float = 0.0):
   """``(params, batch_stats, images, labels, teacher, weights, rng)`` ->
   ``(loss, (logits, new_batch_stats))`` in training mode."""
 
@@ -118,7 +145,8 @@ def make_loss_fn(model, temperature: float, ce_weight: float,
         rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
     loss, _ = losses.distillation_loss(
         logits, labels, teacher, temperature=temperature,
-        ce_weight=ce_weight, kd_weight=kd_weight, class_weights=class_weights)
+        ce_weight=ce_weight, kd_weight=kd_weight, class_weights=class_weights,
+        label_smoothing=label_smoothing)
     return loss, (logits, updates["batch_stats"])
 
   return loss_fn
@@ -131,11 +159,14 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
   Runs ``num_steps`` (static) training steps, with ``lax.scan`` when more than
   one (see :func:`steps_per_dispatch`). Each step takes
   the batch ``perm[step * B:(step + 1) * B]``, flips each example with
-  probability 1/2, and, when distilling, uses the teacher logits of the view
-  the student sees. Returns the summed loss/accuracy counts of the chunk.
+  probability 1/2, applies the configured augmentations
+  (:mod:`mre_jax.augment`) and, when distilling, uses the teacher logits of
+  the view the student sees. Returns the summed loss/accuracy counts of the
+  chunk.
   """
   loss_fn = make_loss_fn(model, config.distill.temperature, ce_weight,
-                         kd_weight)
+                         kd_weight, config.label_smoothing)
+  augmentation = augment.Augmentation.from_config(config)
 
   def train_step(state: TrainState, data, perm, class_weights, step_in_epoch):
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -143,7 +174,8 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
     batch = input_pipeline.train_batch(
         data, flip_rng, perm, step_in_epoch, batch_size=global_batch,
         image_size=config.image_size, mesh=mesh,
-        augment_flip=config.augment_flip)
+        augment_flip=config.augment_flip,
+        augmentation=augmentation)
     images, labels = batch["image"], batch["label"]
     teacher = (input_pipeline.teacher_view(batch["teacher_logits"],
                                            batch["flip"])

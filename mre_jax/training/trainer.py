@@ -36,8 +36,9 @@ from mre_jax.training import interrupts
 from mre_jax.training import teacher_logits
 from mre_jax.training.metric_writer import MetricWriter
 from mre_jax.training.run_info import write_run_info
-from mre_jax.training.train import (build_model, global_batch_size,
-                                    init_state, learning_rate,
+from mre_jax.training.train import (build_model, current_lr,
+                                    global_batch_size, init_state,
+                                    learning_rate, lr_schedule,
                                     make_optimizer, make_plateau,
                                     make_train_chunk, steps_per_dispatch,
                                     TrainState)
@@ -77,7 +78,7 @@ class _Epoch:
   train_split: input_pipeline.DeviceData
   steps: int
   per_dispatch: int
-  lr: float
+  schedule: Any  # The lr, or a schedule of the step (train.lr_schedule).
 
 
 class Trainer:
@@ -165,15 +166,20 @@ class Trainer:
             f"validation accuracy {100 * loop.best_val_accuracy:.2f}%); "
             f"nothing to do. --mode=evaluate reports it; {more}.")
 
-  def _epoch_parts(self, tx, plateau, data: loading.RunData) -> _Epoch:
-    config, mesh = self.config, self.mesh
-    train_split = data.device["train"]
-    steps = input_pipeline.steps_per_epoch(train_split.num_examples,
-                                           self.global_batch)
+  def _steps_per_epoch(self, data: loading.RunData) -> int:
+    num_examples = data.device["train"].num_examples
+    steps = input_pipeline.steps_per_epoch(num_examples, self.global_batch)
     if steps == 0:
       raise ConfigError(
           f"config.batch_size: global batch {self.global_batch} exceeds the "
-          f"{train_split.num_examples} training examples")
+          f"{num_examples} training examples")
+    return steps
+
+  def _epoch_parts(self, tx, plateau, data: loading.RunData,
+                   schedule) -> _Epoch:
+    config, mesh = self.config, self.mesh
+    train_split = data.device["train"]
+    steps = self._steps_per_epoch(data)
     weights = (data.class_weights if data.class_weights is not None
                else np.ones(NUM_CLASSES, np.float32))
     return _Epoch(
@@ -192,7 +198,7 @@ class Trainer:
                                      distributed.replicated(mesh)),
         train_split=train_split, steps=steps,
         per_dispatch=steps_per_dispatch(config.steps_per_dispatch),
-        lr=learning_rate(config, self.global_batch))
+        schedule=schedule)
 
   def _train_epoch(self, parts: _Epoch, state: TrainState, epoch: int,
                    perm_rng: jax.Array, stop: interrupts.StopOnSignal
@@ -259,7 +265,8 @@ class Trainer:
     data = self.load_data()
     channels = int(data.splits["train"].images.shape[-1])
     lr = learning_rate(config, self.global_batch)
-    tx, plateau = make_optimizer(config, lr), make_plateau(config)
+    schedule = lr_schedule(config, lr, self._steps_per_epoch(data))
+    tx, plateau = make_optimizer(config, schedule), make_plateau(config)
     state = init_state(self.model, config, tx, plateau, mesh)
     if latest is not None:
       restored = checkpointing.restore(
@@ -267,7 +274,7 @@ class Trainer:
           train=_train_item(state))
       state = state.replace(**restored["model"], **restored["train"])
       logging.info("Resumed %s from epoch %d.", self.workdir, loop.epoch)
-    parts = self._epoch_parts(tx, plateau, data)
+    parts = self._epoch_parts(tx, plateau, data, schedule)
     logging.info(
         "Training %s (%s params) on %s: %d examples, global batch %d over %d "
         "devices, %d steps/epoch, lr %g, ce_weight %g, kd_weight %g.",
@@ -287,12 +294,13 @@ class Trainer:
         val = evaluator.evaluate_split(parts.predict_fn, state.variables(),
                                        data, "validation", mesh,
                                        config.eval_batch_size)
-        metric = (val["loss"] if config.plateau.metric == "val_loss"
-                  else -val["accuracy"])
-        state = state.replace(plateau_state=parts.plateau_update(
-            state, jnp.asarray(metric, jnp.float32)))
+        if config.lr_schedule == "plateau":
+          metric = (val["loss"] if config.plateau.metric == "val_loss"
+                    else -val["accuracy"])
+          state = state.replace(plateau_state=parts.plateau_update(
+              state, jnp.asarray(metric, jnp.float32)))
         loop = _advance(loop, epoch, val["accuracy"], config)
-        lr_now = lr * float(distributed.to_host(state.plateau_state.scale))
+        lr_now = current_lr(parts.schedule, state)
         scalars = _epoch_scalars(totals, val, lr_now,
                                  time.time() - epoch_start)
         with stop.protect():  # A signal now waits for the save to complete.
