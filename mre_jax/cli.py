@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from absl import flags
 
@@ -45,3 +45,18 @@ def parse(fv: flags.FlagValues, argv: Sequence[str], doc: str) -> int | None:
   except (UserError, flags.Error) as e:
     return error(e, fv)
   return None
+
+
+def fail(message: str) -> NoReturn:
+  """Ends the program with ``message`` as one ``error:`` line, status 2."""
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr,
+        flush=True)
+  sys.exit(2)
+
+
+def parse_or_fail(argv: list[str]) -> list[str]:
+  """``absl.app.run``'s ``flags_parser``: a bad flag is one ``error:`` line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e))

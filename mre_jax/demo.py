@@ -1,12 +1,15 @@
-"""The offline demo: teacher, logits, student and a comparison table."""
+"""The offline demo: teacher, logits, student, a comparison table, and an
+analysis of a synthetic session video with the distilled student."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 from ml_collections import config_dict
 
 from mre_jax import checkpointing
+from mre_jax import demo_session
 from mre_jax import distributed
 from mre_jax import models
 from mre_jax.evaluation import evaluator
@@ -45,6 +48,33 @@ def run(config: config_dict.ConfigDict, workdir: str, mode: str) -> None:
   if rows and distributed.is_main_process():
     print(format_table(rows), flush=True)
     print(end_note(workdir, teacher_dir, student_dir), flush=True)
+    print(analyse_session(workdir, student_dir), flush=True)
+
+
+def analyse_session(workdir: str, student_dir: str) -> str:
+  """Analyses the synthetic session video with the student; what to open."""
+  if importlib.util.find_spec("cv2") is None:
+    return ("demo: install the application (pip install -e '.[app]') to "
+            "also analyse a session video with the student.")
+  from mre_jax.analysis import Analyzer  # pylint: disable=g-import-not-at-top
+  session = os.path.join(workdir, "session")
+  video = os.path.join(session, "session.avi")
+  labels = demo_session.write_session_video(video)
+  analyzer = Analyzer.from_model(student_dir, detector="none",
+                                 sample_fps=demo_session.FPS)
+  result = analyzer.analyze_video(video)
+  paths = result.write(os.path.join(session, "analysis"))
+  share = demo_session.agreement(result.rows, labels)
+  schedule = ", ".join(f"{name} {seconds:g} s"
+                       for name, seconds in demo_session.SCHEDULE)
+  lines = [f"demo: analysed {video} ({len(labels)} frames of a drawn face "
+           f"whose expression follows: {schedule}) with the student; its "
+           f"timeline follows the schedule in {share:.0%} of the frames."]
+  lines += [f"  {name}: {path}" for name, path in sorted(paths.items())]
+  lines.append("  again, or on your own video: python -m mre_jax.analyze "
+               f"--model={student_dir} --input={video} "
+               "--output=DIR --detector=none")
+  return "\n".join(lines)
 
 
 def start_note(config: config_dict.ConfigDict, teacher_dir: str,

@@ -35,6 +35,10 @@ from mre_jax.labels import NUM_CLASSES
 
 Dtype = Any
 
+# The activation exposed by ResEmoteNet._tap: the last stem stage's ReLU output
+# (after conv3 and bn3, before pooling), for Grad-CAM.
+GRADCAM_LAYER = "conv3_features"
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
@@ -165,12 +169,27 @@ class ResEmoteNet(nn.Module):
   logits (N, num_classes). ``dtype`` is the compute dtype (e.g. bfloat16);
   parameters and BatchNorm statistics stay float32. ``conv_impl`` picks how
   convolutions and pooling are computed (:mod:`mre_jax.conv`), never what.
+  The last stem stage's output is exposed for Grad-CAM (:meth:`_tap`).
   """
   width: int = 64
   se_reduction: int = 16
   num_classes: int = NUM_CLASSES
   dtype: Dtype = jnp.float32
   conv_impl: str = "auto"
+
+  def _tap(self, name: str, x: jax.Array) -> jax.Array:
+    """Exposes the activation ``x`` for explanations, leaving it unchanged.
+
+    It is sown into ``intermediates`` when that collection is mutable, and
+    a zero ``perturbations[name]`` passed to ``apply`` is added to it, so
+    ``jax.grad`` with respect to that perturbation is the gradient with
+    respect to the activation. Both are no-ops otherwise, and nothing is
+    created by ``init``: the variables stay ``params`` and ``batch_stats``.
+    """
+    self.sow("intermediates", name, x)
+    if self.is_initializing():
+      return x
+    return self.perturb(name, x)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -181,6 +200,8 @@ class ResEmoteNet(nn.Module):
       x = _conv(features, 3, 1, in_features, self.dtype, self.conv_impl,
                 f"conv{i}")(x)
       x = nn.relu(TorchBatchNorm(dtype=self.dtype, name=f"bn{i}")(x, train))
+      if i == 3:
+        x = self._tap(GRADCAM_LAYER, x)
       x = conv.max_pool_2x2(x, self.conv_impl)
       if i < 3:
         x = nn.Dropout(0.2, deterministic=not train)(x)

@@ -115,7 +115,7 @@ IMPROVED = {"recipe": "improved", "batch_size": 64, "learning_rate": 0.02,
             "num_epochs": 60, "early_stopping_patience": 20,
             "augment_flip": True, "augment_shift": 0.1,
             "augment_rotation": 10.0, "augment_erasing": 0.25,
-            "label_smoothing": 0.1, "class_weighted_loss": True}
+            "label_smoothing": 0.1, "class_weighted_loss": False}
 
 
 @pytest.mark.parametrize("name", ["teacher", "studentA", "studentB",
@@ -179,6 +179,14 @@ def test_bad_values_name_the_field(field, value):
   section, _, key = field.rpartition(".")
   (config[section] if section else config)[key] = value
   with pytest.raises(ConfigError, match=f"config.{field}="):
+    config_lib.validate(config)
+
+
+def test_smoothing_with_class_weights_is_refused():
+  config = load("studentC", "raf_db,baseline,recipe=improved")
+  config_lib.validate(config)
+  config.class_weighted_loss = True
+  with pytest.raises(ConfigError, match="class_weighted_loss=False"):
     config_lib.validate(config)
 
 

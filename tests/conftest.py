@@ -1,7 +1,9 @@
 """Shared test setup.
 
 Four emulated CPU devices are configured before JAX is imported, so tests can
-compare 1-device and multi-device meshes in one process. Real-data tests find
+compare 1-device and multi-device meshes in one process. XLA's CPU backend
+optimisations are off: the tests' tiny models spend far longer compiling than
+running, and this makes their compiles several times faster. Real-data tests find
 the shared datasets through ``MRE_JAX_DATA`` (default: ``../shared/data``
 beside the project root) and skip when they are absent.
 """
@@ -9,7 +11,8 @@ beside the project root) and skip when they are absent.
 import os
 import pathlib
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
+                      "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
@@ -33,11 +36,14 @@ def real_data_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
-  """Shares compiled programs between the tests' many identical tiny runs."""
+  """Shares compiled programs between the tests' many identical tiny runs,
+  in this process and in the command-line runs the tests start."""
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_compilation_cache_dir",
-                    str(tmp_path_factory.mktemp("jax_cache")))
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
   yield
 
 

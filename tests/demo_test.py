@@ -1,10 +1,13 @@
 """The offline demo, end to end, at reduced sizes."""
 
+import csv
 import json
 import os
+import re
 
 from configs import demo as demo_config
 from mre_jax import demo
+from mre_jax import demo_session
 from mre_jax import report
 from mre_jax.evaluation import evaluator
 
@@ -53,10 +56,26 @@ def test_demo_runs_teacher_logits_student_and_evaluates_both(tmp_path,
   assert records[1]["test_acc"] == evaluation["accuracy"]
   assert records[1]["kd_weight"] == 0.2 and records[1]["T"] == 3.0
   assert records[1]["epochs"] == 1 and records[1]["commit"]
-  assert set(records[0]) == {
-      "dataset", "model", "experiment", "T", "alpha", "kd_weight", "val_acc",
-      "test_acc", "mean_class_acc", "epochs", "wall_s", "device", "commit"}
+  assert records[1]["teacher"] == (
+      "teacher (trained on synthetic_faces, workdir teacher)")
+  assert records[1]["command"].startswith("python ")
   page = (docs / "results.md").read_text()
   assert f"{100 * evaluation['accuracy']:.2f}" in page
-  assert (docs / "figures" / "curves.png").stat().st_size > 0
-  assert (docs / "figures" / "confusion_synthetic_faces_E6.png").is_file()
+  assert (docs / "figures" / "curves_synthetic_faces.png").stat().st_size > 0
+  assert (docs / "figures" / "confusion_student.png").is_file()
+
+  # The student analysed the synthetic session video; the printed agreement
+  # with the schedule is that of the emotions.csv it wrote.
+  analysis = tmp_path / "demo" / "session" / "analysis"
+  for name in ("emotions.csv", "summary.json", "timeline.png", "report.html"):
+    assert (analysis / name).stat().st_size > 0, name
+    assert f"{analysis / name}" in table
+  with open(analysis / "emotions.csv") as f:
+    rows = list(csv.DictReader(f))
+  labels = demo_session.frame_labels()
+  assert [int(r["frame"]) for r in rows] == list(range(len(labels)))
+  for r in rows:
+    r["frame"] = int(r["frame"])
+  printed = re.search(r"follows the schedule in (\d+)% of the frames", table)
+  assert int(printed[1]) == round(
+      100 * demo_session.agreement(rows, labels))

@@ -7,7 +7,7 @@ from mre_jax import input_pipeline
 from mre_jax.datasets import loading
 from mre_jax.errors import ImageError
 from mre_jax.evaluation import predict
-from mre_jax.inference import predictor as predictor_lib
+from mre_jax.inference import images as images_lib
 from mre_jax.inference.predictor import Predictor
 
 
@@ -74,6 +74,6 @@ def test_bad_images_are_refused(teacher, images, message):
 
 
 def test_batch_buckets_are_powers_of_two_up_to_the_batch_size():
-  assert [predictor_lib.bucket(n, 64) for n in (1, 2, 3, 5, 64, 65)] == [
+  assert [images_lib.bucket(n, 64) for n in (1, 2, 3, 5, 64, 65)] == [
       1, 2, 4, 8, 64, 64]
-  assert predictor_lib.bucket(20, 16) == 16
+  assert images_lib.bucket(20, 16) == 16

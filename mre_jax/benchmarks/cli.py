@@ -10,13 +10,14 @@ line and exit status 2, not a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, Sequence
 
 from absl import app
 from absl import flags
 from ml_collections import config_dict
 from ml_collections import config_flags
 
+from mre_jax import cli
 from mre_jax import recipe
 from mre_jax.benchmarks import timing
 from mre_jax.errors import ConfigError
@@ -113,10 +114,7 @@ def _override_error(error: Exception) -> str:
   return f"bad --config override: {reason}".replace("\n", "; ")
 
 
-def fail(message: str) -> NoReturn:
-  """Ends the command with one ``error:`` line, exit status 2."""
-  print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(2)
+fail = cli.fail
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

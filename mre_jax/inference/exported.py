@@ -52,7 +52,7 @@ import numpy as np
 from mre_jax.errors import ExportError
 from mre_jax.errors import UserError
 from mre_jax.inference.images import as_images
-from mre_jax.inference.images import bucket
+from mre_jax.inference.images import padded_batches
 
 FORMAT = "mre_jax.export/1"
 METADATA = "mre_jax_export.json"
@@ -220,17 +220,10 @@ class ExportedModel:
     """
     images = as_images(images)
     out = np.zeros((len(images), len(self.class_names)), np.float32)
-    by_size: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-      by_size.setdefault(image.shape[:2], []).append(i)
-    for ids in by_size.values():
-      for start in range(0, len(ids), self.batch_size):
-        chunk = ids[start:start + self.batch_size]
-        batch = np.zeros((bucket(len(chunk), self.batch_size),)
-                         + images[chunk[0]].shape[:2] + (3,), np.uint8)
-        for row, i in enumerate(chunk):
-          batch[row] = images[i]  # Grey broadcasts to its three channels.
-        out[chunk] = np.asarray(self.forward(batch))[:len(chunk)]
+    # The artefact takes RGB: grey repeats into the three channels.
+    rgb = [np.broadcast_to(image, image.shape[:2] + (3,)) for image in images]
+    for chunk, batch in padded_batches(rgb, self.batch_size):
+      out[chunk] = np.asarray(self.forward(batch))[:len(chunk)]
     return out
 
   def __call__(self, images: Any) -> np.ndarray:

@@ -7,7 +7,7 @@ can be used where neither flax nor orbax is installed.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -54,3 +54,24 @@ def as_images(images: Any) -> list[np.ndarray]:
 def bucket(count: int, batch_size: int) -> int:
   """The padded batch for ``count`` images: a power of two <= batch_size."""
   return min(batch_size, 1 << max(count - 1, 0).bit_length())
+
+
+def padded_batches(images: list[np.ndarray], batch_size: int
+                   ) -> Iterator[tuple[list[int], np.ndarray]]:
+  """``(indices, uint8 batch)`` of images of one shape at a time.
+
+  Each batch holds up to ``batch_size`` images and is padded with zero
+  images to :func:`bucket`'s size, so a few programs serve every count.
+  """
+  by_shape: dict[tuple[int, ...], list[int]] = {}
+  for i, image in enumerate(images):
+    by_shape.setdefault(image.shape, []).append(i)
+  for ids in by_shape.values():
+    for start in range(0, len(ids), batch_size):
+      chunk = ids[start:start + batch_size]
+      batch = np.stack([images[i] for i in chunk])
+      padded = bucket(len(chunk), batch_size)
+      if padded > len(chunk):
+        pad = np.zeros((padded - len(chunk),) + batch.shape[1:], np.uint8)
+        batch = np.concatenate([batch, pad])
+      yield chunk, batch

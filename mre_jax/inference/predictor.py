@@ -26,7 +26,7 @@ from mre_jax import checkpointing
 from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.inference.images import as_images
-from mre_jax.inference.images import bucket
+from mre_jax.inference.images import padded_batches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +63,9 @@ class Predictor:
     """float32 logits (N, K) of ``images``, in order."""
     images = as_images(images)
     out = np.zeros((len(images), len(self.class_names)), np.float32)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, image in enumerate(images):
-      by_shape.setdefault(image.shape, []).append(i)
-    for ids in by_shape.values():
-      for start in range(0, len(ids), self.batch_size):
-        chunk = ids[start:start + self.batch_size]
-        batch = np.stack([images[i] for i in chunk])
-        padded = bucket(len(chunk), self.batch_size)
-        if padded > len(chunk):
-          pad = np.zeros((padded - len(chunk),) + batch.shape[1:], np.uint8)
-          batch = np.concatenate([batch, pad])
-        logits = self.forward(self.variables, batch)
-        out[chunk] = np.asarray(logits)[:len(chunk)]
+    for chunk, batch in padded_batches(images, self.batch_size):
+      logits = self.forward(self.variables, batch)
+      out[chunk] = np.asarray(logits)[:len(chunk)]
     return out
 
   def probabilities(self, images: Any) -> np.ndarray:

@@ -21,8 +21,9 @@ from mre_jax import distributed
 
 
 def git_commit() -> str:
-  """The commit of the mre_jax source tree (``+dirty`` if edited), or
-  ``unknown`` outside a git checkout."""
+  """The commit of the mre_jax source tree (``+dirty`` if edited); outside a
+  git checkout, ``$MRE_JAX_COMMIT`` (e.g. for a copied tree) or ``unknown``."""
+  fallback = os.environ.get("MRE_JAX_COMMIT", "unknown")
   here = os.path.dirname(os.path.abspath(__file__))
   try:
     out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"],
@@ -30,9 +31,9 @@ def git_commit() -> str:
     dirty = subprocess.run(["git", "-C", here, "status", "--porcelain"],
                            capture_output=True, text=True, timeout=10)
   except (OSError, subprocess.SubprocessError):
-    return "unknown"
+    return fallback
   if out.returncode:
-    return "unknown"
+    return fallback
   return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

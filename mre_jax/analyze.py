@@ -1,0 +1,243 @@
+"""Command line: the emotions of the faces in images, videos or a webcam.
+
+    python -m mre_jax.analyze --model=WORKDIR_OR_EXPORTED_FILE \\
+        --input=PATH --output=DIR [--sample_fps=5] [--detector=haar|none] \\
+        [--smoothing_s=0.5] [--batch_size=64] [--gradcam] \\
+        [--device=cpu|gpu] [--duration_s=SECONDS] \\
+        [--haar_scale_factor=1.08] [--haar_min_neighbors=2]
+
+``--input`` is an image, a folder of images, a video (mp4, avi, mov, mkv,
+webm) or ``webcam:N``. Files show a progress bar; a camera prints one line
+per second with each face's current emotion and runs until Ctrl-C or
+``--duration_s``. ``--output`` receives ``emotions.csv`` (one row per face
+per analysed frame), ``summary.json``, ``timeline.png`` and ``report.html``
+(with ``--gradcam``, also ``gradcam/``), all written at the end, at once.
+
+Mistakes in the input end with one ``error:`` line and exit status 2, and
+nothing is written. Ctrl-C while analysing a file stops with status 130,
+also without writing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from mre_jax import cli
+from mre_jax.errors import AnalysisError
+from mre_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "A training workdir (with checkpoints/) "
+                    "or a file written by python -m mre_jax.export.")
+flags.DEFINE_string("input", None, "An image, a folder of images, a video "
+                    "file or webcam:N (camera N).")
+flags.DEFINE_string("output", None, "Folder for emotions.csv, summary.json, "
+                    "timeline.png and report.html (created if needed).")
+flags.DEFINE_float("sample_fps", 5.0, "Video frames analysed per second of "
+                   "video (by frame index); 0: every frame.", lower_bound=0)
+flags.DEFINE_enum("detector", "haar", ["haar", "none"], "haar: find faces "
+                  "with OpenCV's Haar cascade and follow them; none: each "
+                  "image or frame is one face crop.")
+flags.DEFINE_float("smoothing_s", 0.5, "Time constant in seconds of the "
+                   "per-face smoothing of the emotion label; 0: none.",
+                   lower_bound=0)
+flags.DEFINE_integer("batch_size", 64, "Face crops per classifier call.",
+                     lower_bound=1)
+flags.DEFINE_bool("gradcam", False, "Add Grad-CAM overlays of the key "
+                  "moments to the report and to gradcam/.")
+flags.DEFINE_enum("device", None, ["cpu", "gpu"], "Where the model runs; "
+                  "default: JAX's default device.")
+flags.DEFINE_float("duration_s", None, "Stop after this many seconds of "
+                   "video or of camera time.")
+flags.DEFINE_float("haar_scale_factor", 1.08, "The face detector's scale "
+                   "step: smaller finds more faces, more slowly.")
+flags.DEFINE_integer("haar_min_neighbors", 2, "Detections a face needs: "
+                     "raise it if a cluttered background gives false faces.",
+                     lower_bound=0)
+flags.mark_flags_as_required(["model", "input", "output"])
+_FACES_LISTED = 10
+
+
+class _Progress:
+  """A minimal progress line (frames, frames/s, ETA) when tqdm is absent."""
+
+  def __init__(self, total: int | None):
+    self.total, self.count = total, 0
+    self.start = self.shown = time.monotonic()
+
+  def update(self, n: int) -> None:
+    self.count += n
+    now = time.monotonic()
+    if now - self.shown < 0.5 and self.count != self.total:
+      return
+    self.shown = now
+    rate = self.count / max(now - self.start, 1e-9)
+    line = f"{self.count}" + (f"/{self.total}" if self.total else "")
+    line += f" frames, {rate:.1f} frames/s"
+    if self.total and rate > 0:
+      line += f", ETA {_mmss((self.total - self.count) / rate)}"
+    print(f"\r{line}   ", end="", file=sys.stderr, flush=True)
+
+  def write(self, text: str) -> None:
+    print(f"\n{text}" if self.count else text, file=sys.stderr)
+
+  def close(self) -> None:
+    if self.count:
+      print(file=sys.stderr)
+
+
+def _progress_bar(total: int | None):
+  try:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return _Progress(total)
+  return tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
+              smoothing=0.1, leave=False)
+
+
+def _mmss(seconds: float) -> str:
+  seconds = max(int(seconds), 0)
+  return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _select_device(device: str | None) -> None:
+  """Points JAX at the CPU, or checks that it has a GPU (its default)."""
+  if device is None:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  if device == "cpu":
+    jax.config.update("jax_platforms", "cpu")
+    return
+  try:
+    jax.devices("gpu")
+  except RuntimeError as e:
+    raise AnalysisError(f"--device=gpu: JAX finds no GPU "
+                        f"({str(e).splitlines()[0]}); install JAX's CUDA "
+                        "build or use --device=cpu") from None
+
+
+def _check_output(path: str) -> None:
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise AnalysisError(f"--output {path} is a file; give a folder")
+  parent = os.path.abspath(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK):
+    raise AnalysisError(f"--output {path}: {parent} is not writable")
+
+
+class _LivePrinter:
+  """One line per second of camera time with each face's emotion."""
+
+  def __init__(self):
+    self.next_s = 0.0
+
+  def __call__(self, frame, rows) -> None:
+    if frame.time_s < self.next_s:
+      return
+    self.next_s = math.floor(frame.time_s) + 1.0
+    faces = "  ".join(f"face {r['face_id']}: {r['emotion']} "
+                      f"{r['confidence']:.2f}" for r in rows) or "no face"
+    print(f"{_mmss(frame.time_s)}  {faces}", flush=True)
+
+
+def run(*, model: str, input_path: str, output: str, settings: dict[str, Any],
+        device: str | None = None) -> dict[str, Any]:
+  """Analyses ``input_path`` with ``model`` into ``output``; the summary."""
+  # pylint: disable=g-import-not-at-top
+  from mre_jax.analysis import analyzer as analyzer_lib
+  from mre_jax.analysis import sources
+  analysis_settings = analyzer_lib.Settings(**settings)
+  _check_output(output)
+  bar = None
+
+  def warn(message: str) -> None:
+    text = f"warning: {message}"
+    if bar is not None:
+      bar.write(text)
+    else:
+      print(text, file=sys.stderr)
+
+  source = sources.open_source(input_path,
+                               sample_fps=analysis_settings.sample_fps,
+                               duration_s=analysis_settings.duration_s,
+                               warn=warn)
+  _select_device(device)
+  analyzer = analyzer_lib.Analyzer.from_model(model, **settings)
+  if source.live:
+    print(f"analysing {input_path}; press Ctrl-C to stop", flush=True)
+    result = analyzer.analyze_source(source, on_rows=_LivePrinter())
+  else:
+    bar = _progress_bar(source.expected)
+    try:
+      result = analyzer.analyze_source(source, progress=bar.update)
+    finally:
+      bar.close()
+      bar = None
+  paths = result.write(output)
+  _report(result.summary, output, paths)
+  return result.summary
+
+
+def _report(summary: dict[str, Any], output: str, paths: dict[str, str]
+            ) -> None:
+  frames = summary["frames"]
+  timing = summary["timing"]
+  print(f"analysed {frames['analysed']} frames ({frames['with_face']} with a "
+        f"face, {frames['unreadable_skipped']} unreadable skipped) in "
+        f"{timing['wall_s']:.1f} s, {timing['frames_per_s'] or 0:.1f} "
+        "frames/s")
+  if not summary["faces"]:
+    print("no face was found in any analysed frame")
+  faces = list(summary["faces"].items())
+  for face_id, face in faces[:_FACES_LISTED]:
+    print(f"face {face_id}: mostly {face['dominant_emotion']} "
+          f"({face['emotion_share'][face['dominant_emotion']]:.0%} of "
+          f"{face['frames']} frames), {len(face['key_moments'])} key "
+          "moment(s)")
+  if len(faces) > _FACES_LISTED:
+    print(f"... and {len(faces) - _FACES_LISTED} more faces (summary.json)")
+  names = sorted(os.path.basename(p) for p in paths.values())
+  print(f"wrote {', '.join(names)} to {os.path.abspath(output)}")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: every argument is a "
+          "flag such as --input=PATH; see --helpshort")
+  logging.set_verbosity(logging.WARNING)
+  from mre_jax.analysis import detection  # pylint: disable=g-import-not-at-top
+  try:
+    haar = detection.HaarSettings(
+        scale_factor=FLAGS.haar_scale_factor,
+        min_neighbors=FLAGS.haar_min_neighbors)
+  except UserError as e:
+    cli.fail(str(e))
+  settings = {"sample_fps": FLAGS.sample_fps, "detector": FLAGS.detector,
+              "smoothing_s": FLAGS.smoothing_s,
+              "batch_size": FLAGS.batch_size, "gradcam": FLAGS.gradcam,
+              "duration_s": FLAGS.duration_s, "haar": haar}
+  try:
+    run(model=FLAGS.model, input_path=FLAGS.input, output=FLAGS.output,
+        settings=settings, device=FLAGS.device)
+  except UserError as e:
+    cli.fail(str(e))
+  except KeyboardInterrupt:
+    print("interrupted: nothing was written", file=sys.stderr)
+    sys.exit(130)
+
+
+def entry_point() -> None:
+  app.run(main, flags_parser=cli.parse_or_fail)
+
+
+if __name__ == "__main__":
+  entry_point()

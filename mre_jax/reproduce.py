@@ -1,0 +1,389 @@
+"""One command that reproduces the GPU results, step by step, within budgets.
+
+    python -m mre_jax.reproduce --outdir=OUT \\
+        [--steps=bench,teacher_fer,teacher_raf,e1,e4] [--data=../shared/data] \\
+        [--workdirs=DIR] [--budget_s=SECONDS|STEP=SECONDS,...] \\
+        [--epochs=N|STEP=N,...] [--inputs=DIR] [--install_wheels=DIR] [--tiny]
+
+Steps, always in this order: ``bench`` (speed of the four models, JAX beside
+PyTorch eager and torch.compile); ``teacher_fer`` and ``teacher_raf`` (the
+teacher, paper recipe, on FER2013 / RAF-DB: its evaluation and the train
+split's logits, both views, float16); ``e1`` and ``e4`` (students A and B of
+Table IV on FER2013, distilled from ``teacher_fer``'s logits).
+
+Each step runs in processes of its own (:mod:`mre_jax.reproduce_step`)
+within its time budget: training stops at an epoch boundary once the next
+epoch would eat into the time kept for evaluation and logits, and whatever
+outlives the budget is killed. Results land in ``OUTDIR/<step>/`` as soon as
+they exist, and ``OUTDIR/manifest.json`` records per step the command,
+start, end, wall time, status (``done``; ``cut_off`` by its budget;
+``failed``, with the error line), device and commit. A failed step does not
+stop the steps that do not need it. Students read
+``<inputs>/teacher_fer/teacher_logits.npz``, so each step can run alone on a
+fresh machine from earlier outputs. ``--tiny`` (or
+``MRE_JAX_REPRODUCE_TINY=1``) shrinks every step to run on a CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+
+from mre_jax import cli
+from mre_jax.errors import Interrupted, UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_ENV = "MRE_JAX_REPRODUCE_TINY"
+LOGITS = "teacher_logits.npz"
+DATA_FOLDERS = {"fer2013": "fer2013", "raf_db": "rafdb"}
+KILL_GRACE_S = 10.0  # From SIGTERM at a budget's end to SIGKILL.
+NEEDED = ("ml_collections", "tensorflow_datasets")  # Beyond a JAX image's.
+
+
+class ReproduceError(UserError):
+  """A bad step, budget or data folder, or a step's missing input."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """A step: its default budget and, for training, config and input."""
+  name: str
+  budget_s: float
+  config: str = ""  # A file in configs/.
+  arg: str = ""  # Its argument, dataset first.
+  needs: str = ""  # The step whose teacher logits it distils.
+  reserve_s: float = 0.0  # Kept after training; at most 40% of the budget.
+
+  @property
+  def dataset(self) -> str:
+    return self.arg.split(",")[0]
+
+
+STEPS = {s.name: s for s in (
+    Step("bench", 180),
+    Step("teacher_fer", 480, "teacher.py", "fer2013", reserve_s=75),
+    Step("teacher_raf", 240, "teacher.py", "raf_db", reserve_s=60),
+    Step("e1", 240, "studentA.py", "fer2013,exp=E1", "teacher_fer", 45),
+    Step("e4", 240, "studentB.py", "fer2013,exp=E4", "teacher_fer", 45),
+)}
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs: importing this module
+  defines none, so it can share a process with other commands."""
+  flags.DEFINE_string("outdir", None, "Where the results and manifest.json go.")
+  flags.DEFINE_list("steps", list(STEPS), f"Steps to run, of {list(STEPS)}.")
+  flags.DEFINE_string("data", "../shared/data", "Folder holding fer2013/ and "
+                      "rafdb/ with the downloaded archives (or files).")
+  flags.DEFINE_string("workdirs", os.path.join(
+      os.environ.get("TMPDIR", "/tmp"), "mre_jax_reproduce"), "Scratch "
+      "folder: workdirs, prepared datasets, caches. Each step starts its "
+      "workdir anew.")
+  flags.DEFINE_list("budget_s", [], "Seconds per step: a number for every "
+                    "step and/or STEP=SECONDS. Default: " + ", ".join(
+                        f"{s.name}={s.budget_s:g}" for s in STEPS.values()))
+  flags.DEFINE_list("epochs", [], "Epochs per training step, given like "
+                    "--budget_s. Default: the recipe's (1 with --tiny).")
+  flags.DEFINE_string("inputs", None, "Folder with earlier steps' outputs "
+                      "(teacher_fer/teacher_logits.npz). Default: --outdir.")
+  flags.DEFINE_string("install_wheels", "", "Folder of wheels to install "
+                      "into <workdirs>/site if ml_collections or "
+                      "tensorflow_datasets is missing.")
+  flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"],
+                    "Compute dtype. auto: bfloat16, float32 with --tiny.")
+  flags.DEFINE_bool("tiny", os.environ.get(TINY_ENV, "") not in ("", "0"),
+                    f"Tiny steps, for a check on a CPU (also {TINY_ENV}=1).")
+
+
+def parse_steps(names: list[str]) -> list[Step]:
+  """The named steps in the driver's order; raises for unknown names."""
+  unknown = [n for n in names if n not in STEPS]
+  if unknown or not names:
+    raise ReproduceError(f"unknown step(s) {unknown or names}: expected some "
+                         f"of {','.join(STEPS)}")
+  return [s for s in STEPS.values() if s.name in names]
+
+
+def per_step(values: list[str], default: dict[str, float],
+             flag: str) -> dict[str, float]:
+  """``["60", "e1=30"]``: 30 for e1, 60 for every other step."""
+  named = {}
+  for item in values:
+    name, _, value = item.rpartition("=")
+    if name and name not in STEPS:
+      raise ReproduceError(f"--{flag}={item}: unknown step {name!r}; expected "
+                           f"one of {','.join(STEPS)}")
+    try:
+      named[name] = float(value)
+    except ValueError:
+      named[name] = 0.0
+    if named[name] <= 0:
+      raise ReproduceError(f"--{flag}={item}: expected a positive number or "
+                           "STEP=NUMBER")
+  everyone = named.pop("", None)
+  return {s: named.get(s, everyone or default[s]) for s in STEPS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The flags, shared by the driver and its step processes."""
+  outdir: str
+  data: str
+  workdirs: str
+  inputs: str
+  tiny: bool
+  dtype: str
+  budgets: dict[str, float]
+  epochs: dict[str, int]  # Training steps not named: the recipe's.
+
+  @classmethod
+  def from_flags(cls) -> Options:
+    if not FLAGS.outdir:
+      raise ReproduceError("--outdir is required: the folder for the results")
+    tiny = FLAGS.tiny
+    epochs = per_step(FLAGS.epochs, dict.fromkeys(STEPS, int(tiny)), "epochs")
+    return cls(
+        outdir=os.path.abspath(FLAGS.outdir), data=os.path.abspath(FLAGS.data),
+        workdirs=os.path.abspath(FLAGS.workdirs),
+        inputs=os.path.abspath(FLAGS.inputs or FLAGS.outdir), tiny=tiny,
+        dtype=(FLAGS.dtype if FLAGS.dtype != "auto" else
+               "float32" if tiny else "bfloat16"),
+        budgets=per_step(FLAGS.budget_s,
+                         {s.name: s.budget_s for s in STEPS.values()},
+                         "budget_s"),
+        epochs={s: int(e) for s, e in epochs.items() if e and s != "bench"})
+
+  def argv(self, step: str) -> list[str]:
+    """The flags that run ``step`` alone with these options."""
+    args = [f"--outdir={self.outdir}", f"--steps={step}",
+            f"--data={self.data}", f"--workdirs={self.workdirs}",
+            f"--inputs={self.inputs}", f"--dtype={self.dtype}",
+            f"--budget_s={step}={self.budgets[step]:g}"]
+    if step in self.epochs:
+      args.append(f"--epochs={step}={self.epochs[step]}")
+    return args + (["--tiny"] if self.tiny else [])
+
+  def data_folder(self, step: Step) -> str:
+    return os.path.join(self.data, DATA_FOLDERS[step.dataset])
+
+  def logits_input(self, step: Step) -> str:
+    return os.path.join(self.inputs, step.needs, LOGITS)
+
+  def check_inputs(self, step: Step) -> None:
+    """Raises ReproduceError when the step's data or logits are missing."""
+    if step.dataset and not os.path.isdir(self.data_folder(step)):
+      raise ReproduceError(
+          f"no {step.dataset} data: {self.data_folder(step)} does not exist; "
+          "--data must hold fer2013/ and rafdb/ with the downloaded archives")
+    if step.needs and not os.path.isfile(self.logits_input(step)):
+      raise ReproduceError(
+          f"{self.logits_input(step)} does not exist: run step {step.needs} "
+          "first, or pass --inputs=DIR holding its outputs")
+
+
+def write_json(path: str, value: Any) -> None:
+  """Writes ``value`` atomically: a killed step leaves whole files."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def run_bounded(argv: list[str], log_path: str, deadline: float,
+                env: dict[str, str]) -> tuple[int | None, str]:
+  """Runs ``argv`` until ``deadline``, its output appended to ``log_path``
+  and echoed. Returns its exit status (None: killed at the deadline) and its
+  last ``error:`` line, else its last line."""
+  lines = []
+  with open(log_path, "a") as log:
+    log.write(f"$ {shlex.join(argv)}\n")
+    log.flush()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, cwd=REPO, env=env,
+                            stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # Kill its children too.
+
+    def pump():
+      for line in proc.stdout:
+        log.write(line)
+        log.flush()
+        sys.stdout.write(line)
+        if line.strip():
+          lines[:] = lines[-99:] + [line.strip()]
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    status = None
+    try:
+      status = proc.wait(timeout=max(deadline - time.time(), 0.1))
+    except subprocess.TimeoutExpired:
+      pass
+    finally:  # Also when this driver is stopped.
+      for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 30)):
+        if status is not None or proc.poll() is not None:
+          break
+        os.killpg(proc.pid, sig)
+        try:
+          proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+          pass
+      reader.join(timeout=5)
+  errors = [l for l in lines if l.startswith("error:")]
+  return status, (errors or lines or ["no output"])[-1]
+
+
+def _child_env(opts: Options) -> dict[str, str]:
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")
+  # Steps (and evaluation after training) compile some of the same
+  # programs: compile each once.
+  env.setdefault("JAX_COMPILATION_CACHE_DIR",
+                 os.path.join(opts.workdirs, "jax_cache"))
+  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (REPO, env.get("PYTHONPATH")) if p)
+  if opts.tiny:  # Tiny steps mostly compile: XLA's cheapest level is ~5x
+    # faster at it on a CPU.
+    env["XLA_FLAGS"] = " ".join(
+        [env.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+    ).strip()
+  return env
+
+
+def _time(t: float) -> str:
+  return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+def drive(steps: list[Step], opts: Options) -> dict[str, Any]:
+  """Runs ``steps`` in order; returns the manifest, written after each."""
+  # pylint: disable-next=g-import-not-at-top
+  from mre_jax import reproduce_step
+  from mre_jax.training import run_info  # pylint: disable=g-import-not-at-top
+  path = os.path.join(opts.outdir, "manifest.json")
+  manifest = read_json(path) or {"steps": {}}  # Earlier steps' entries stay.
+  # A copy of a checkout has no .git: MRE_JAX_COMMIT can name the commit.
+  commit = os.environ.get("MRE_JAX_COMMIT") or run_info.git_commit()
+  env = _child_env(opts)
+  for step in steps:
+    out = os.path.join(opts.outdir, step.name)
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    start = time.time()
+    entry = manifest["steps"][step.name] = {
+        "command": shlex.join(["python", "-m", "mre_jax.reproduce",
+                               *opts.argv(step.name)]),
+        "start": _time(start), "budget_s": opts.budgets[step.name],
+        "status": "running", "commit": commit, "tiny": opts.tiny}
+    write_json(path, manifest)
+    print(f"== {step.name}: budget {opts.budgets[step.name]:g} s", flush=True)
+    runner = (reproduce_step.run_bench if step.name == "bench" else
+              functools.partial(reproduce_step.run_training, step))
+    result = {"status": "failed", "error": "the driver was stopped"}
+    try:
+      opts.check_inputs(step)
+      result = runner(opts, start + opts.budgets[step.name], out, env)
+    except UserError as e:
+      result = {"status": "failed", "error": f"error: {e}"}
+    finally:
+      end = time.time()
+      entry.update(end=_time(end), wall_s=round(end - start, 1),
+                   status=result["status"], error=result.get("error"),
+                   note=result.get("note"), device=result.get("device"),
+                   equivalent=result.get("command"),
+                   outputs=sorted(os.listdir(out)))
+      write_json(path, manifest)
+    print(f"== {step.name}: {entry['status']} in {entry['wall_s']} s" +
+          "".join(f"; {entry[k]}" for k in ("note", "error") if entry[k]),
+          flush=True)
+  return manifest
+
+
+def install_wheels(folder: str, workdirs: str) -> None:
+  """If ml_collections or tensorflow_datasets is missing, installs the wheels
+  in ``folder`` into ``<workdirs>/site`` and restarts the command with it on
+  ``PYTHONPATH`` (the steps inherit it)."""
+  missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+  if not missing:
+    return
+  wheels = sorted(os.path.join(folder, f) for f in (
+      os.listdir(folder) if folder and os.path.isdir(folder) else ())
+                  if f.endswith(".whl"))
+  site = os.path.join(workdirs, "site")
+  if not wheels or site in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    raise ReproduceError(
+        f"{' and '.join(missing)} not installed: pip install them, or pass "
+        "--install_wheels=DIR naming a folder of their wheels" + (
+            f" ({folder} holds no .whl file)" if not wheels and folder else
+            f" (those of {folder} do not suit this Python)" if wheels else ""))
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
+                  "--no-deps", "--no-compile", "--upgrade", "--target", site,
+                  *wheels], check=True)
+  os.environ["PYTHONPATH"] = os.pathsep.join(
+      p for p in (site, os.environ.get("PYTHONPATH")) if p)
+  os.execv(sys.executable, [sys.executable, "-m", "mre_jax.reproduce",
+                            *sys.argv[1:]])
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise ReproduceError(f"unexpected argument(s) {' '.join(argv[1:])}: "
+                         "every argument is a flag, e.g. --outdir=DIR")
+  steps = parse_steps(FLAGS.steps)
+  opts = Options.from_flags()
+  # SIGTERM unwinds like Ctrl-C: the step under way is stopped and recorded.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+  install_wheels(FLAGS.install_wheels, opts.workdirs)
+  manifest = drive(steps, opts)
+  print(f"\n{os.path.join(opts.outdir, 'manifest.json')}:")
+  for name, entry in manifest["steps"].items():
+    print(f"  {name:12} {entry['status']:8} {entry.get('wall_s', '-'):>7} s  "
+          + (entry.get("error") or entry.get("note") or ""))
+  if any(manifest["steps"][s.name]["status"] == "failed" for s in steps):
+    sys.exit(1)
+
+
+def run(main_fn, define=define_flags) -> None:
+  """Defines the flags and runs ``main_fn`` under absl; a user's mistake ends
+  it with one ``error:`` line (status 2), an interruption with one line
+  (status 130)."""
+
+  def checked(argv: list[str]) -> None:
+    try:
+      main_fn(argv)
+    except UserError as e:
+      cli.fail(str(e))
+    except Interrupted as e:
+      print(" ".join(str(e).split()), file=sys.stderr, flush=True)
+      sys.exit(130)
+
+  define()
+  app.run(checked, flags_parser=cli.parse_or_fail)
+
+
+if __name__ == "__main__":
+  # The copy of this module that mre_jax.reproduce_step imports too.
+  from mre_jax import reproduce  # pylint: disable=import-self
+  reproduce.run(reproduce.main)
