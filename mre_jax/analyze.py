@@ -35,34 +35,6 @@ from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "A training workdir (with checkpoints/) "
-                    "or a file written by python -m mre_jax.export.")
-flags.DEFINE_string("input", None, "An image, a folder of images, a video "
-                    "file or webcam:N (camera N).")
-flags.DEFINE_string("output", None, "Folder for emotions.csv, summary.json, "
-                    "timeline.png and report.html (created if needed).")
-flags.DEFINE_float("sample_fps", 5.0, "Video frames analysed per second of "
-                   "video (by frame index); 0: every frame.", lower_bound=0)
-flags.DEFINE_enum("detector", "haar", ["haar", "none"], "haar: find faces "
-                  "with OpenCV's Haar cascade and follow them; none: each "
-                  "image or frame is one face crop.")
-flags.DEFINE_float("smoothing_s", 0.5, "Time constant in seconds of the "
-                   "per-face smoothing of the emotion label; 0: none.",
-                   lower_bound=0)
-flags.DEFINE_integer("batch_size", 64, "Face crops per classifier call.",
-                     lower_bound=1)
-flags.DEFINE_bool("gradcam", False, "Add Grad-CAM overlays of the key "
-                  "moments to the report and to gradcam/.")
-flags.DEFINE_enum("device", None, ["cpu", "gpu"], "Where the model runs; "
-                  "default: JAX's default device.")
-flags.DEFINE_float("duration_s", None, "Stop after this many seconds of "
-                   "video or of camera time.")
-flags.DEFINE_float("haar_scale_factor", 1.08, "The face detector's scale "
-                   "step: smaller finds more faces, more slowly.")
-flags.DEFINE_integer("haar_min_neighbors", 2, "Detections a face needs: "
-                     "raise it if a cluttered background gives false faces.",
-                     lower_bound=0)
-flags.mark_flags_as_required(["model", "input", "output"])
 _FACES_LISTED = 10
 
 
@@ -235,7 +207,41 @@ def main(argv: list[str]) -> None:
     sys.exit(130)
 
 
+def define_flags() -> None:
+  """The command's flags; defined when it runs, so that importing this
+  module (e.g. for :func:`run`) never clashes with other programs' flags."""
+  flags.DEFINE_string("model", None, "A training workdir (with checkpoints/) "
+                      "or a file written by python -m mre_jax.export.")
+  flags.DEFINE_string("input", None, "An image, a folder of images, a video "
+                      "file or webcam:N (camera N).")
+  flags.DEFINE_string("output", None, "Folder for emotions.csv, summary.json, "
+                      "timeline.png and report.html (created if needed).")
+  flags.DEFINE_float("sample_fps", 5.0, "Video frames analysed per second of "
+                     "video (by frame index); 0: every frame.", lower_bound=0)
+  flags.DEFINE_enum("detector", "haar", ["haar", "none"], "haar: find faces "
+                    "with OpenCV's Haar cascade and follow them; none: each "
+                    "image or frame is one face crop.")
+  flags.DEFINE_float("smoothing_s", 0.5, "Time constant in seconds of the "
+                     "per-face smoothing of the emotion label; 0: none.",
+                     lower_bound=0)
+  flags.DEFINE_integer("batch_size", 64, "Face crops per classifier call.",
+                       lower_bound=1)
+  flags.DEFINE_bool("gradcam", False, "Add Grad-CAM overlays of the key "
+                    "moments to the report and to gradcam/.")
+  flags.DEFINE_enum("device", None, ["cpu", "gpu"], "Where the model runs; "
+                    "default: JAX's default device.")
+  flags.DEFINE_float("duration_s", None, "Stop after this many seconds of "
+                     "video or of camera time.")
+  flags.DEFINE_float("haar_scale_factor", 1.08, "The face detector's scale "
+                     "step: smaller finds more faces, more slowly.")
+  flags.DEFINE_integer("haar_min_neighbors", 2, "Detections a face needs: "
+                       "raise it if a cluttered background gives false faces.",
+                       lower_bound=0)
+  flags.mark_flags_as_required(["model", "input", "output"])
+
+
 def entry_point() -> None:
+  define_flags()
   app.run(main, flags_parser=cli.parse_or_fail)
 
 

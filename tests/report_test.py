@@ -85,7 +85,8 @@ def test_records_name_the_experiment_and_use_the_distill_rule(runs):
       "teacher": "teacher", "E6": "E6", "baseline": "baseline"}
   _, temperature, alpha = paper.EXPERIMENTS["E6"]
   assert (records["E6"]["T"], records["E6"]["alpha"]) == (temperature, alpha)
-  assert records["teacher"]["T"] is None and records["teacher"]["alpha"] is None
+  for name in ("teacher", "baseline"):  # No teacher: no T or alpha.
+    assert records[name]["T"] is None and records[name]["alpha"] is None
   for name, (_, config) in runs.items():
     assert records[name]["kd_weight"] == config_lib.distill_weights(config)[1]
     assert records[name]["model"] == config.model
