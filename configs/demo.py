@@ -2,8 +2,9 @@
 
     python -m mre_jax.main --config=configs/demo.py --workdir=/tmp/mre_demo
 
-Trains a small teacher, exports its logits, distils a smaller student and
-evaluates both from their checkpoints (``DIR/teacher``, ``DIR/student``).
+Trains a small teacher, exports its logits, distils a smaller student,
+evaluates both from their checkpoints (``DIR/teacher``, ``DIR/student``) and
+analyses a synthetic session video with the student (``DIR/session``).
 Sizes are chosen to finish in a few minutes on a 2-core CPU; fields can be
 overridden, e.g. ``--config.teacher.num_epochs=2``.
 """
