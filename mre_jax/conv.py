@@ -6,47 +6,74 @@ initialisers it is given), padding ``k // 2`` on every side, and a compute
 ``dtype``. Only how the products are computed differs:
 
 * ``"lax"``: ``lax.conv_general_dilated``, as ``nn.Conv`` does.
-* ``"dot"``: matrix products. Output positions that see the same kernel taps
-  (the interior, and each border strip and corner) form a region; per region
-  the strided input slices its taps read are concatenated on the channel axis
-  and multiplied, in one ``dot``, with those taps' rows of the kernel. No tap
-  ever reads padding, so the products (and the FLOPs counted by
-  :mod:`mre_jax.benchmarks.flops`) are exactly the convolution's; a 3x3
-  convolution of a 1x1 map is one product with the kernel's centre.
+* ``"dot"``: one matrix product. Per kernel tap, the strided view of the
+  zero-padded input that the tap multiplies; the views, concatenated on the
+  channel axis, times the kernel as a (k * k * in, out) matrix. The border's
+  products with padding zeros are computed too: reading the whole kernel
+  once is cheaper than copying, per border region, the rows of it that
+  region needs (at batch 1 those copies took most of a forward pass). A 1x1
+  input meets only the kernel's centre: one product with it.
+* ``"chunked"``, for the kernel's gradient only: XLA's, summed over chunks
+  of the batch (:func:`chunk_size`).
+
+``"dot"`` computes the same sums as ``"lax"`` plus products with zeros, so the
+benchmarks count FLOPs on the ``"lax"`` form (:mod:`mre_jax.benchmarks`).
 
 ``"auto"`` takes ``"lax"`` on GPU and TPU (cuDNN and the TPU's convolution
-units are fast everywhere). On the CPU it picks the forward pass and the
-gradient separately, per shape (:func:`choose`): XLA's CPU convolution is
-fast on large maps and few channels, but pathological on small maps with many
-channels, and its gradient is slow even on large maps once there are a few
-dozen input channels. Measured on a 2-core Zen 4, float32, batch 64, ms for
-the forward pass / the gradient (input and kernel, without the forward):
+units are fast everywhere). On the CPU it picks the forward pass, the input's
+gradient and the kernel's gradient separately, per shape (:func:`choose`):
+XLA's CPU convolution and its input gradient are fast on large maps and few
+channels, but pathological on small maps with many channels, and its kernel
+gradient falls off a cliff once the input outgrows the core's cache. Measured
+on a 2-core Zen 4, float32, batch 64, ms for the forward pass / the input's
+gradient / the kernel's gradient:
 
-=========================  ===============  ==============
-input -> output, 3x3       lax              dot
-=========================  ===============  ==============
-64x64x3 -> 32               37 / 75         64 / 75
-32x32x16 -> 32               9 / 42         36 / 74
-32x32x32 -> 64              40 / 866       119 / 223
-16x16x64 -> 128             44 / 266       120 / 206
-8x8x128 -> 256, stride 2    14 / 29         10 / 28
-4x4x128 -> 256, stride 2     3 / 43          1 / 3
-2x2x512 -> 512            1544 / 1644       11 / 18
-1x1x1024 -> 1024           410 / 512         3 / 32
-=========================  ===============  ==============
+=========================  ==================  ==================
+input -> output, 3x3       lax                 dot
+=========================  ==================  ==================
+64x64x3 -> 32               39 /  53 /  76      51 /  15 /  73
+32x32x16 -> 32              12 /  13 / 186      59 /  33 /  71
+32x32x32 -> 64              36 /  40 / 562     104 /  66 / 130
+16x16x64 -> 128             35 /  35 /  97      62 /  29 /  74
+8x8x128 -> 256, stride 2   7.8 / 7.1 /  11     7.8 / 4.5 / 6.2
+4x4x128 -> 256, stride 2   2.0 /  41 / 3.1     2.3 / 1.9 / 1.4
+2x2x512 -> 512             782 / 803 /  11      11 /  11 /  11
+1x1x1024 -> 1024           272 / 281 /  43     2.7 / 2.9 /  23
+=========================  ==================  ==================
 
-Below 32 input channels the dot form is no faster (second row; on maps of at
-most 8x8 either form takes tenths of a millisecond at batch 16) and it takes
-longer to compile. So the rule, on the CPU, is: ``"dot"`` for the gradient
-when the input has at least 32 channels, and for the forward pass when it
-also has at most 8x8 pixels; ``"lax"`` otherwise. When the two differ, a
-``jax.custom_vjp`` joins them (so such a layer has no forward-mode
-derivative).
+and ms for the kernel's gradient alone (``"chunked"`` with the rule's chunk):
+
+==============================  ======  =====  =======  =====
+batch, input -> output, 3x3     lax     dot    chunked  chunk
+==============================  ======  =====  =======  =====
+64, 64x64x3 -> 8                 32.1    47.1     4.9      8
+64, 32x32x8 -> 16                10.4    30.5     3.5     16
+64, 16x16x16 -> 32                7.3     5.0     6.4     32
+64, 32x32x32 -> 64              542.7   131.3    82.1      4
+16, 64x64x3 -> 8                  1.9     3.9     1.2      8
+16, 64x64x3 -> 32                 5.3     7.9     3.6      2
+16, 32x32x64 -> 128              69.9    67.0    55.8      2
+==============================  ======  =====  =======  =====
+
+Below 32 input channels the dot form is no faster (second row of the first
+table; on maps of at most 8x8 either form takes tenths of a millisecond at
+batch 16) and it takes longer to compile. XLA's kernel gradient is fast as
+long as one convolution's input and output fit in the cache (a few MiB), and
+many times slower beyond. So the rule, on the CPU, is: ``"dot"`` for the
+input's gradient when the input has at least 32 channels, and for the
+forward pass when it also has at most 8x8 pixels, ``"lax"`` otherwise; the
+kernel's gradient is ``"chunked"`` when the batch has more than one chunk,
+otherwise computed as the input's gradient. (On 32x32 maps XLA's input
+gradient is the faster, third row; the rule does not use that yet.) When
+the forms differ, a ``jax.custom_vjp`` joins them (so such a layer has no
+forward-mode derivative).
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import operator
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -57,10 +84,12 @@ import jax.numpy as jnp
 Dtype = Any
 IMPLEMENTATIONS = ("auto", "lax", "dot")
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-# The CPU rule (module doc): the fewest input channels that take "dot", and
-# the largest map (pixels) whose forward pass does.
+# The CPU rule (module doc): the fewest input channels that take "dot", the
+# largest map (pixels) whose forward pass does, and the most input and
+# output values of one kernel-gradient convolution.
 DOT_MIN_CHANNELS = 32
 DOT_FORWARD_MAX_PIXELS = 64
+CHUNK_VALUES = 2**19
 
 
 def output_size(size: int, kernel: int, stride: int) -> int:
@@ -75,89 +104,106 @@ def conv_lax(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
                                   dimension_numbers=_DIMENSIONS)
 
 
-def _regions(size: int, kernel: int, stride: int):
-  """Runs of outputs of one axis that see the same taps.
-
-  Yields ``(first output, end output, first tap, end tap)``.
-  """
-  pad, run = kernel // 2, None
-  for o in range(output_size(size, kernel, stride)):
-    taps = (max(0, pad - o * stride), min(kernel, size + pad - o * stride))
-    if run and run[2:] == taps:
-      run = (run[0], o + 1, *taps)
-    else:
-      if run:
-        yield run
-      run = (o, o + 1, *taps)
-  yield run
-
-
 def _concat(arrays: list[jax.Array], axis: int) -> jax.Array:
   return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis)
 
 
-def conv_dot(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """The convolution as one ``dot`` per region of equal taps (module doc)."""
+def _padded_views(x: jax.Array, kernel_shape: tuple[int, ...], stride: int
+                  ) -> list[jax.Array]:
+  """Per kernel tap, in (row, column) order, the strided view of the
+  zero-padded input that the tap multiplies: (N, OH, OW, C) each."""
+  kh, kw = kernel_shape[:2]
   n, h, w, c = x.shape
-  features = kernel.shape[-1]
-  rows = []
-  for r0, r1, i0, i1 in _regions(h, kernel.shape[0], stride):
-    row = []
-    for c0, c1, j0, j1 in _regions(w, kernel.shape[1], stride):
-      starts = [(r0 * stride + i - kernel.shape[0] // 2,
-                 c0 * stride + j - kernel.shape[1] // 2)
-                for i in range(i0, i1) for j in range(j0, j1)]
-      patches = _concat([
-          lax.slice(x, (0, a, b, 0),
-                    (n, a + (r1 - r0 - 1) * stride + 1,
-                     b + (c1 - c0 - 1) * stride + 1, c),
-                    (1, stride, stride, 1)) for a, b in starts], -1)
-      taps = kernel[i0:i1, j0:j1].reshape(-1, features)
-      row.append(lax.dot_general(patches, taps, (((3,), (0,)), ((), ()))))
-    rows.append(_concat(row, 2))
-  return _concat(rows, 1)
+  oh, ow = output_size(h, kh, stride), output_size(w, kw, stride)
+  xp = jnp.pad(x, ((0, 0), (kh // 2,) * 2, (kw // 2,) * 2, (0, 0)))
+  return [lax.slice(xp, (0, i, j, 0), (n, i + (oh - 1) * stride + 1,
+                                       j + (ow - 1) * stride + 1, c),
+                    (1, stride, stride, 1))
+          for i in range(kh) for j in range(kw)]
+
+
+def conv_dot(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """The convolution as one matrix product (module doc)."""
+  kh, kw, _, features = kernel.shape
+  contract = (((3,), (0,)), ((), ()))
+  if x.shape[1] == x.shape[2] == 1:  # Only the centre tap sees the input.
+    return lax.dot_general(x, kernel[kh // 2, kw // 2], contract)
+  patches = _concat(_padded_views(x, kernel.shape, stride), -1)
+  return lax.dot_general(patches, kernel.reshape(-1, features), contract)
+
+
+def kernel_grad_chunked(x: jax.Array, cotangent: jax.Array,
+                        kernel_shape: tuple[int, ...],
+                        stride: int) -> jax.Array:
+  """The kernel's gradient, summed over batch chunks (module doc)."""
+  chunk = chunk_size(x.shape, cotangent.shape)
+  kernel = jax.ShapeDtypeStruct(kernel_shape, x.dtype)
+  grads = [jax.linear_transpose(
+      lambda k, i=i: conv_lax(x[i:i + chunk], k, stride), kernel)(
+          cotangent[i:i + chunk])[0] for i in range(0, x.shape[0], chunk)]
+  return functools.reduce(operator.add, grads)
 
 
 _FUNCTIONS = {"lax": conv_lax, "dot": conv_dot}
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def conv_split(x: jax.Array, kernel: jax.Array, stride: int, forward: str,
-               gradient: str) -> jax.Array:
-  """The convolution computed by ``forward``, its gradient by ``gradient``."""
+               input_gradient: str, kernel_gradient: str) -> jax.Array:
+  """The convolution computed by ``forward``, its gradients by the others."""
   return _FUNCTIONS[forward](x, kernel, stride)
 
 
-def _split_fwd(x, kernel, stride, forward, gradient):
-  return conv_split(x, kernel, stride, forward, gradient), (x, kernel)
+def _split_fwd(x, kernel, stride, forward, input_gradient, kernel_gradient):
+  y = conv_split(x, kernel, stride, forward, input_gradient, kernel_gradient)
+  return y, (x, kernel)
 
 
-def _split_bwd(stride, forward, gradient, residuals, cotangent):
+def _split_bwd(stride, forward, input_gradient, kernel_gradient, residuals,
+               cotangent):
   """Transposes of the two linear maps: no primal product is recomputed."""
   del forward
   x, kernel = residuals
-  fn = _FUNCTIONS[gradient]
+  fn = _FUNCTIONS[input_gradient]
   (dx,) = jax.linear_transpose(lambda x: fn(x, kernel, stride), x)(cotangent)
-  (dk,) = jax.linear_transpose(lambda k: fn(x, k, stride), kernel)(cotangent)
-  return dx, dk
+  if kernel_gradient == "chunked":
+    dk = kernel_grad_chunked(x, cotangent, kernel.shape, stride)
+  else:
+    fn = _FUNCTIONS[kernel_gradient]
+    (dk,) = jax.linear_transpose(lambda k: fn(x, k, stride), kernel)(cotangent)
+  return dx, dk.astype(kernel.dtype)
 
 
 conv_split.defvjp(_split_fwd, _split_bwd)
 
 
-def choose(input_shape: tuple[int, ...], stride: int,
-           backend: str | None = None) -> tuple[str, str]:
-  """``(forward, gradient)`` implementations that ``"auto"`` means.
+def chunk_size(input_shape: tuple[int, ...],
+               output_shape: tuple[int, ...]) -> int:
+  """Examples per chunk of ``"chunked"``: the largest power of two whose
+  input and output values stay within :data:`CHUNK_VALUES` (at least 1)."""
+  per_example = math.prod(input_shape[1:]) + math.prod(output_shape[1:])
+  return 1 << max(0, (CHUNK_VALUES // per_example).bit_length() - 1)
+
+
+def choose(input_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
+           stride: int, backend: str | None = None) -> tuple[str, str, str]:
+  """``(forward, input gradient, kernel gradient)`` that ``"auto"`` means.
 
   ``backend`` defaults to JAX's default backend. See the module doc.
   """
-  del stride
   if (backend or jax.default_backend()) != "cpu":
-    return "lax", "lax"
-  _, h, w, c = input_shape
+    return "lax", "lax", "lax"
+  n, h, w, c = input_shape
   if c < DOT_MIN_CHANNELS:
-    return "lax", "lax"
-  return ("dot" if h * w <= DOT_FORWARD_MAX_PIXELS else "lax"), "dot"
+    forward = gradient = "lax"
+  else:
+    forward = "dot" if h * w <= DOT_FORWARD_MAX_PIXELS else "lax"
+    gradient = "dot"
+  kh, kw, _, features = kernel_shape
+  output_shape = (n, output_size(h, kh, stride), output_size(w, kw, stride),
+                  features)
+  chunked = chunk_size(input_shape, output_shape) < n
+  return forward, gradient, "chunked" if chunked else gradient
 
 
 def _window_views(x: jax.Array) -> list[jax.Array]:
@@ -215,11 +261,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
   """NHWC x HWIO convolution padded by ``k // 2``, computed by ``impl``."""
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"impl={impl!r}; expected one of {IMPLEMENTATIONS}")
-  forward, gradient = (choose(x.shape, stride) if impl == "auto"
-                       else (impl, impl))
-  if forward == gradient:
-    return _FUNCTIONS[forward](x, kernel, stride)
-  return conv_split(x, kernel, stride, forward, gradient)
+  plan = (choose(x.shape, kernel.shape, stride) if impl == "auto"
+          else (impl,) * 3)
+  if len(set(plan)) == 1:
+    return _FUNCTIONS[plan[0]](x, kernel, stride)
+  return conv_split(x, kernel, stride, *plan)
 
 
 class Conv(nn.Module):

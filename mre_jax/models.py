@@ -22,6 +22,7 @@ plain renaming.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -240,9 +241,14 @@ def get_model(name: str, num_classes: int = NUM_CLASSES,
 
 def init_variables(model: ResEmoteNet, rng: jax.Array,
                    image_size: int = 64) -> dict[str, Any]:
-  """Initialises ``{"params", "batch_stats"}`` for (1, S, S, 3) inputs."""
+  """Initialises ``{"params", "batch_stats"}`` for (1, S, S, 3) inputs.
+
+  Jitted: run op by op, the initialisers and forward pass take several times
+  longer than one compile.
+  """
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  return dict(model.init({"params": rng}, x, train=False))
+  init = jax.jit(functools.partial(model.init, train=False))
+  return dict(init({"params": rng}, x))
 
 
 def abstract_variables(model: ResEmoteNet,

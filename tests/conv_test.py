@@ -23,7 +23,9 @@ def _inputs(size, cin, cout, k, batch=3, dtype=jnp.float32):
   return x.astype(dtype), w.astype(dtype)
 
 
-PAIRS = [("dot", "dot"), ("lax", "dot"), ("dot", "lax")]
+# (forward, input gradient, kernel gradient) forms besides all-"lax".
+PLANS = [("dot", "dot", "dot"), ("lax", "dot", "dot"), ("dot", "lax", "lax"),
+         ("lax", "lax", "chunked"), ("dot", "dot", "chunked")]
 
 
 @pytest.mark.parametrize("size,cin,cout,k,stride", SHAPES)
@@ -34,19 +36,19 @@ def test_dot_form_equals_lax_and_its_gradients(size, cin, cout, k, stride):
   @jax.jit
   def value_and_grads(x, w):
     outs = {}
-    for forward, gradient in [("lax", "lax")] + PAIRS:
-      fn = lambda x, w: conv.conv_split(x, w, stride, forward, gradient)
+    for plan in [("lax", "lax", "lax")] + PLANS:
+      fn = lambda x, w: conv.conv_split(x, w, stride, *plan)
       y, vjp = jax.vjp(fn, x, w)
-      outs[forward, gradient] = (y, *vjp(ct))
+      outs[plan] = (y, *vjp(ct))
     return outs
 
   outs = value_and_grads(x, w)
-  expected = outs["lax", "lax"]
+  expected = outs["lax", "lax", "lax"]
   assert expected[0].shape == (3, conv.output_size(size, k, stride),
                                conv.output_size(size + 1, k, stride), cout)
-  for pair in PAIRS:
-    for a, b in zip(outs[pair], expected):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=pair)
+  for plan in PLANS:
+    for a, b in zip(outs[plan], expected):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4, err_msg=plan)
 
 
 def test_bfloat16_dot_form_close_to_lax():
@@ -90,26 +92,39 @@ def test_bfloat16_layer_keeps_float32_parameters():
 @pytest.mark.parametrize("channels", [3, 16, 64, 1024])
 def test_auto_is_lax_off_the_cpu(size, channels):
   for stride in (1, 2):
-    shape = (16, size, size, channels)
-    assert conv.choose(shape, stride, backend="gpu") == ("lax", "lax")
-    assert conv.choose(shape, stride, backend="tpu") == ("lax", "lax")
+    shape = (64, size, size, channels)
+    for backend in ("gpu", "tpu"):
+      assert conv.choose(shape, (3, 3, channels, 64), stride,
+                         backend=backend) == ("lax",) * 3
 
 
-@pytest.mark.parametrize("size,channels,expected", [
-    (64, 3, ("lax", "lax")), (32, 16, ("lax", "lax")), (2, 16, ("lax", "lax")),
-    (32, 32, ("lax", "dot")), (16, 64, ("lax", "dot")),
-    (8, 32, ("dot", "dot")), (2, 512, ("dot", "dot"))])
-def test_auto_follows_the_rule_on_the_cpu(size, channels, expected):
-  x, w = jnp.ones((2, size, size, channels)), jnp.ones((3, 3, channels, 8))
-  assert conv.choose(x.shape, 1, backend="cpu") == expected
+@pytest.mark.parametrize("batch,size,channels,expected", [
+    (2, 64, 3, ("lax", "lax", "lax")), (2, 32, 16, ("lax", "lax", "lax")),
+    (2, 2, 16, ("lax", "lax", "lax")), (2, 32, 32, ("lax", "dot", "dot")),
+    (2, 16, 64, ("lax", "dot", "dot")), (2, 8, 32, ("dot", "dot", "dot")),
+    (2, 2, 512, ("dot", "dot", "dot")), (32, 64, 3, ("lax", "lax", "chunked")),
+    (64, 16, 32, ("lax", "dot", "chunked"))])
+def test_auto_follows_the_rule_on_the_cpu(batch, size, channels, expected):
+  x = jnp.ones((batch, size, size, channels))
+  w = jnp.ones((3, 3, channels, 8))
+  assert conv.choose(x.shape, w.shape, 1, backend="cpu") == expected
   fn = lambda x, w: conv.conv2d(x, w, 1)
   forward = jax.jit(fn).lower(x, w).as_text()
   gradient = jax.jit(jax.grad(lambda x, w: jnp.sum(fn(x, w) ** 2), (0, 1))
                      ).lower(x, w).as_text()
-  # A "dot" gradient computes no convolution; a "lax" one computes two.
+  # "lax" is one convolution, "chunked" one per chunk, "dot" none.
+  chunks = -(-batch // conv.chunk_size(x.shape, (batch, size, size, 8)))
   assert forward.count("convolution(") == (expected[0] == "lax")
   assert gradient.count("convolution(") == (
-      (expected[0] == "lax") + 2 * (expected[1] == "lax"))
+      (expected[0] == "lax") + (expected[1] == "lax") +
+      {"lax": 1, "dot": 0, "chunked": chunks}[expected[2]])
+
+
+def test_chunks_are_the_largest_power_of_two_within_the_limit():
+  # 64x64x3 in, 64x64x8 out: 45,056 values per example.
+  assert conv.chunk_size((64, 64, 64, 3), (64, 64, 64, 8)) == 8
+  assert conv.chunk_size((1, 512, 512, 3), (1, 512, 512, 8)) == 1
+  assert conv.chunk_size((64, 2, 2, 8), (64, 2, 2, 8)) == 2**13
 
 
 def test_unknown_implementation_is_rejected():

@@ -24,7 +24,7 @@ def test_output_shape(size):
   model = models.get_model("student_c")
   variables = models.init_variables(model, jax.random.key(0), size)
   x = jax.random.normal(jax.random.key(1), (3, size, size, 3))
-  assert model.apply(variables, x).shape == (3, 7)
+  assert jax.jit(model.apply)(variables, x).shape == (3, 7)
 
 
 def test_bf16_compute_close_to_float32():
@@ -32,8 +32,8 @@ def test_bf16_compute_close_to_float32():
   model16 = models.get_model("student_c", dtype=jnp.bfloat16)
   variables = models.init_variables(model32, jax.random.key(0))
   x = jax.random.normal(jax.random.key(1), (8, 64, 64, 3))
-  y32 = model32.apply(variables, x)
-  y16 = model16.apply(variables, x)
+  y32 = jax.jit(model32.apply)(variables, x)
+  y16 = jax.jit(model16.apply)(variables, x)
   assert y16.dtype == jnp.float32
   assert jax.tree.map(lambda p: p.dtype, variables) == jax.tree.map(
       lambda p: jnp.dtype(jnp.float32), variables)

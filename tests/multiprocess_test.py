@@ -95,7 +95,7 @@ class TwoProcesses:
     port = free_port()
     env = dict(os.environ,
                XLA_FLAGS="--xla_force_host_platform_device_count="
-               f"{DEVICES_PER_PROCESS}",
+               f"{DEVICES_PER_PROCESS} --xla_backend_optimization_level=0",
                JAX_PLATFORMS="cpu",
                JAX_COORDINATOR_BIND_ADDRESS=f"127.0.0.1:{port}",
                JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,

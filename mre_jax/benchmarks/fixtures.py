@@ -45,7 +45,10 @@ class TrainFixture:
 
   The split holds ``steps x global_batch`` examples; successive calls walk
   different permutations of it. The loss is a teacher's (cross-entropy with
-  unit class weights, no distillation term).
+  unit class weights, no distillation term). ``counted_chunk`` is the same
+  call with XLA's convolutions (``conv_impl="lax"``): FLOPs are counted on
+  it, because the CPU forms of :mod:`mre_jax.conv` also multiply padding
+  zeros.
   """
 
   def __init__(self, model: models.ResEmoteNet,
@@ -66,9 +69,10 @@ class TrainFixture:
     self.perms = [
         jax.device_put(rng.permutation(num_examples).astype(np.int32),
                        replicated) for _ in range(timing.INPUT_POOL)]
-    self.chunk = train.make_train_chunk(model, tx, config, mesh,
-                                        global_batch, ce_weight=1.0,
-                                        kd_weight=0.0)
+    self.chunk, self.counted_chunk = (
+        train.make_train_chunk(m, tx, config, mesh, global_batch,
+                               ce_weight=1.0, kd_weight=0.0)
+        for m in (model, model.clone(conv_impl="lax")))
     self.compiled = None
 
   def args(self, i: int) -> tuple[Any, ...]:

@@ -38,6 +38,7 @@ def make_predictor(model: models.ResEmoteNet, variables: Any,
 def forward_flops_per_image(model: models.ResEmoteNet, image_size: int,
                             batch: int = 8) -> float:
   """Inference FLOPs per image of the Predictor's forward pass."""
+  model = model.clone(conv_impl="lax")
   variables = models.abstract_variables(model, image_size)
   forward = make_predictor(model, variables, image_size).forward
   return flops.forward_flops_per_image(forward, variables, image_size, batch)
@@ -46,7 +47,7 @@ def forward_flops_per_image(model: models.ResEmoteNet, image_size: int,
 def measure_train(fixture: fixtures.TrainFixture,
                   budget: timing.Budget) -> dict[str, Any]:
   """Times a training fixture's call; counts its FLOPs per image."""
-  one_step = functools.partial(fixture.chunk, num_steps=1)
+  one_step = functools.partial(fixture.counted_chunk, num_steps=1)
   batch = fixture.global_batch
   flops_per_image = flops.function_flops(one_step, *fixture.args(0)) / batch
   compile_s = fixture.compile()
