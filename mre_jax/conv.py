@@ -199,6 +199,8 @@ def choose(input_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
   else:
     forward = "dot" if h * w <= DOT_FORWARD_MAX_PIXELS else "lax"
     gradient = "dot"
+  if not all(isinstance(d, int) for d in input_shape):
+    return forward, gradient, gradient  # Symbolic sizes (jax.export).
   kh, kw, _, features = kernel_shape
   output_shape = (n, output_size(h, kh, stride), output_size(w, kw, stride),
                   features)
