@@ -76,8 +76,9 @@ def _progress_bar(total: int | None):
 
 
 def _mmss(seconds: float) -> str:
-  seconds = max(int(seconds), 0)
-  return f"{seconds // 60:02d}:{seconds % 60:02d}"
+  # Imported when first needed, like the rest of the application.
+  from mre_jax.analysis.table import mmss  # pylint: disable=g-import-not-at-top
+  return mmss(seconds)
 
 
 def _select_device(device: str | None) -> None:
@@ -129,6 +130,7 @@ def run(*, model: str, input_path: str, output: str, settings: dict[str, Any],
   from mre_jax.analysis import sources
   analysis_settings = analyzer_lib.Settings(**settings)
   _check_output(output)
+  analyzer_lib.drawing_functions()  # Before any work: matplotlib is there.
   bar = None
 
   def warn(message: str) -> None:
@@ -138,12 +140,12 @@ def run(*, model: str, input_path: str, output: str, settings: dict[str, Any],
     else:
       print(text, file=sys.stderr)
 
+  _select_device(device)
+  analyzer = analyzer_lib.Analyzer.from_model(model, **settings)
   source = sources.open_source(input_path,
                                sample_fps=analysis_settings.sample_fps,
                                duration_s=analysis_settings.duration_s,
                                warn=warn)
-  _select_device(device)
-  analyzer = analyzer_lib.Analyzer.from_model(model, **settings)
   if source.live:
     print(f"analysing {input_path}; press Ctrl-C to stop", flush=True)
     result = analyzer.analyze_source(source, on_rows=_LivePrinter())

@@ -14,7 +14,7 @@ from mre_jax.errors import UserError
 HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
 
 
-def error(e: Exception, fv: flags.FlagValues | None = None) -> int:
+def error(e: Exception | str, fv: flags.FlagValues | None = None) -> int:
   """Prints ``e`` as one ``error:`` line on stderr; returns exit status 2.
 
   absl's "Flag --x must have a value other than None" becomes "--x is
@@ -25,7 +25,7 @@ def error(e: Exception, fv: flags.FlagValues | None = None) -> int:
                        message)
   if required and fv is not None and required[1] in fv:
     message = f"--{required[1]} is required: {fv[required[1]].help}"
-  print(f"error: {message}", file=sys.stderr)
+  print(f"error: {message}", file=sys.stderr, flush=True)
   return 2
 
 
@@ -49,9 +49,7 @@ def parse(fv: flags.FlagValues, argv: Sequence[str], doc: str) -> int | None:
 
 def fail(message: str) -> NoReturn:
   """Ends the program with ``message`` as one ``error:`` line, status 2."""
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr,
-        flush=True)
-  sys.exit(2)
+  sys.exit(error(message))
 
 
 def parse_or_fail(argv: list[str]) -> list[str]:
@@ -59,4 +57,4 @@ def parse_or_fail(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    fail(str(e))
+    sys.exit(error(e, flags.FLAGS))

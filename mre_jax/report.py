@@ -18,7 +18,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 from absl import app
@@ -26,6 +25,7 @@ from absl import flags
 from ml_collections import config_dict
 import numpy as np
 
+from mre_jax import cli
 from mre_jax import config_lib
 from mre_jax import paper
 from mre_jax.evaluation import metrics
@@ -332,12 +332,11 @@ def main(argv) -> None:
   workdirs = sorted({p for pattern in FLAGS.workdirs
                      for p in (glob.glob(pattern) or [pattern])})
   if not workdirs:
-    sys.exit("error: --workdirs names no run")
+    cli.fail("--workdirs names no run")
   try:
     print(f"wrote {write_report(workdirs, FLAGS.output, FLAGS.notes)}")
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 if __name__ == "__main__":

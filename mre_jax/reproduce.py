@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import math
 import os
 import shlex
 import shutil
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
@@ -120,22 +121,28 @@ def parse_steps(names: list[str]) -> list[Step]:
   return [s for s in STEPS.values() if s.name in names]
 
 
-def per_step(values: list[str], default: dict[str, float],
-             flag: str) -> dict[str, float]:
-  """``["60", "e1=30"]``: 30 for e1, 60 for every other step."""
+def per_step(values: list[str], default: dict[str, float], flag: str,
+             parse: Callable[[str], float] = float,
+             steps: Sequence[str] = tuple(STEPS)) -> dict[str, float]:
+  """``["60", "e1=30"]``: 30 for e1, 60 for every other step.
+
+  Values are read with ``parse`` and must be finite and positive; named
+  steps must be among ``steps``.
+  """
   named = {}
   for item in values:
     name, _, value = item.rpartition("=")
-    if name and name not in STEPS:
+    if name and name not in steps:
       raise ReproduceError(f"--{flag}={item}: unknown step {name!r}; expected "
-                           f"one of {','.join(STEPS)}")
+                           f"one of {','.join(steps)}")
     try:
-      named[name] = float(value)
+      named[name] = parse(value)
     except ValueError:
       named[name] = 0.0
-    if named[name] <= 0:
-      raise ReproduceError(f"--{flag}={item}: expected a positive number or "
-                           "STEP=NUMBER")
+    if not 0 < named[name] < math.inf:
+      kind = "whole" if parse is int else "finite"
+      raise ReproduceError(f"--{flag}={item}: expected a positive {kind} "
+                           "number or STEP=NUMBER")
   everyone = named.pop("", None)
   return {s: named.get(s, everyone or default[s]) for s in STEPS}
 
@@ -157,7 +164,8 @@ class Options:
     if not FLAGS.outdir:
       raise ReproduceError("--outdir is required: the folder for the results")
     tiny = FLAGS.tiny
-    epochs = per_step(FLAGS.epochs, dict.fromkeys(STEPS, int(tiny)), "epochs")
+    epochs = per_step(FLAGS.epochs, dict.fromkeys(STEPS, int(tiny)), "epochs",
+                      int, [s for s in STEPS if s != "bench"])
     return cls(
         outdir=os.path.abspath(FLAGS.outdir), data=os.path.abspath(FLAGS.data),
         workdirs=os.path.abspath(FLAGS.workdirs),
@@ -285,7 +293,7 @@ def drive(steps: list[Step], opts: Options) -> dict[str, Any]:
   path = os.path.join(opts.outdir, "manifest.json")
   manifest = read_json(path) or {"steps": {}}  # Earlier steps' entries stay.
   # A copy of a checkout has no .git: MRE_JAX_COMMIT can name the commit.
-  commit = os.environ.get("MRE_JAX_COMMIT") or run_info.git_commit()
+  commit = run_info.git_commit()
   env = _child_env(opts)
   for step in steps:
     out = os.path.join(opts.outdir, step.name)
@@ -338,9 +346,13 @@ def install_wheels(folder: str, workdirs: str) -> None:
         "--install_wheels=DIR naming a folder of their wheels" + (
             f" ({folder} holds no .whl file)" if not wheels and folder else
             f" (those of {folder} do not suit this Python)" if wheels else ""))
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
-                  "--no-deps", "--no-compile", "--upgrade", "--target", site,
-                  *wheels], check=True)
+  pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                        "--no-index", "--no-deps", "--no-compile", "--upgrade",
+                        "--target", site, *wheels], check=False)
+  if pip.returncode:
+    raise ReproduceError(f"pip could not install the wheels of {folder} into "
+                         f"{site} (exit status {pip.returncode}; its message "
+                         "is above)")
   os.environ["PYTHONPATH"] = os.pathsep.join(
       p for p in (site, os.environ.get("PYTHONPATH")) if p)
   os.execv(sys.executable, [sys.executable, "-m", "mre_jax.reproduce",
@@ -377,6 +389,9 @@ def run(main_fn, define=define_flags) -> None:
       cli.fail(str(e))
     except Interrupted as e:
       print(" ".join(str(e).split()), file=sys.stderr, flush=True)
+      sys.exit(130)
+    except KeyboardInterrupt:
+      print("interrupted", file=sys.stderr, flush=True)
       sys.exit(130)
 
   define()

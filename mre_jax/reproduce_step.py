@@ -340,6 +340,9 @@ def main(argv: list[str]) -> None:
   if not FLAGS.run_step:
     raise reproduce.ReproduceError("--run_step is required: the step to run")
   opts = reproduce.Options.from_flags()
+  # The budget stops training with SIGINT, which a shell ignores in the jobs
+  # it starts in the background (and their children inherit).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_ours_or_warning)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

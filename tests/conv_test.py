@@ -120,6 +120,21 @@ def test_auto_follows_the_rule_on_the_cpu(batch, size, channels, expected):
       {"lax": 1, "dot": 0, "chunked": chunks}[expected[2]])
 
 
+def test_chunked_kernel_gradient_sums_every_chunk(monkeypatch):
+  # Room for 2 examples per chunk: chunks of 2, 2, 2 and a last one of 1.
+  x, w = _inputs(5, 6, 8, 3, batch=7)
+  ct = jax.random.normal(jax.random.key(2), conv.conv_lax(x, w, 2).shape)
+  per_example = x[0].size + ct[0].size
+  monkeypatch.setattr(conv, "CHUNK_VALUES", 3 * per_example)
+  assert conv.chunk_size(x.shape, ct.shape) == 2
+  (expected,) = jax.linear_transpose(lambda k: conv.conv_lax(x, k, 2), w)(ct)
+  got = conv.kernel_grad_chunked(x, ct, w.shape, 2)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+  # Leaving out any chunk changes the result.
+  partial = conv.kernel_grad_chunked(x[:6], ct[:6], w.shape, 2)
+  assert not np.allclose(partial, expected, rtol=1e-5, atol=1e-4)
+
+
 def test_chunks_are_the_largest_power_of_two_within_the_limit():
   # 64x64x3 in, 64x64x8 out: 45,056 values per example.
   assert conv.chunk_size((64, 64, 64, 3), (64, 64, 64, 8)) == 8

@@ -11,9 +11,11 @@ import io
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 
 import numpy as np
 from PIL import Image
@@ -221,8 +223,14 @@ def test_bad_input_is_one_error_line(tmp_path):
       "bench,teacher_fer,teacher_raf,e1,e4"]
   with pytest.raises(reproduce.ReproduceError, match="--budget_s=e9=3"):
     reproduce.per_step(["e9=3"], {}, "budget_s")
-  with pytest.raises(reproduce.ReproduceError, match="positive number"):
+  with pytest.raises(reproduce.ReproduceError, match="positive finite"):
     reproduce.per_step(["e1=-1"], {}, "budget_s")
+  with pytest.raises(reproduce.ReproduceError, match="positive finite"):
+    reproduce.per_step(["nan"], {}, "budget_s")
+  with pytest.raises(reproduce.ReproduceError, match="positive whole"):
+    reproduce.per_step(["0.5"], {}, "epochs", int)
+  with pytest.raises(reproduce.ReproduceError, match="unknown step 'bench'"):
+    reproduce.per_step(["bench=3"], {}, "epochs", int, ["e1", "e4"])
   default = {s: 10.0 for s in reproduce.STEPS}
   assert reproduce.per_step(["60", "e1=30"], default, "budget_s") == {
       "bench": 60, "teacher_fer": 60, "teacher_raf": 60, "e1": 30, "e4": 60}
@@ -238,3 +246,31 @@ def test_flag_mistakes_are_one_error_line(tmp_path, monkeypatch):
     reproduce.install_wheels("", str(tmp_path))
   with pytest.raises(reproduce.ReproduceError, match="holds no .whl file"):
     reproduce.install_wheels(str(tmp_path), str(tmp_path))
+
+
+@pytest.fixture
+def received_sigints():
+  """The times SIGINT reached this process while the test ran."""
+  received = []
+  previous = signal.signal(signal.SIGINT,
+                           lambda *_: received.append(time.time()))
+  yield received
+  signal.signal(signal.SIGINT, previous)
+
+
+def test_epoch_budget_stops_training_before_an_epoch_would_overrun(
+    tmp_path, received_sigints):
+  received = received_sigints
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    for epoch, seconds in ((1, 30.0), (2, 5.0)):
+      f.write(json.dumps({"epoch": epoch, "epoch_seconds": seconds}) + "\n")
+  # 5 s per epoch after the first (compiling) one; 60 s left: no stop.
+  with reproduce_step.EpochBudget(str(tmp_path), time.time() + 60) as budget:
+    time.sleep(0.6)
+  assert not budget.stopped and not received
+  # 3 s left: the next epoch would overrun, so training is told to stop.
+  with reproduce_step.EpochBudget(str(tmp_path), time.time() + 3) as budget:
+    deadline = time.time() + 5
+    while not received and time.time() < deadline:
+      time.sleep(0.05)
+  assert budget.stopped and len(received) == 1

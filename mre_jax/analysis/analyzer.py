@@ -21,7 +21,7 @@ each image, with no tracking and no smoothing across images.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -42,7 +42,6 @@ from mre_jax.analysis.summary import build_summary
 from mre_jax.errors import AnalysisError
 
 DETECTORS = ("haar", "none")
-LIVE_BATCH = 8  # Faces per classifier call on a live camera.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +72,13 @@ class Settings:
     if not 0.2 <= self.crop_scale <= 5 or abs(self.crop_shift) > 1:
       raise AnalysisError(f"crop_scale {self.crop_scale} must lie in [0.2, "
                           f"5] and crop_shift {self.crop_shift} in [-1, 1]")
-    if self.sample_fps < 0 or self.smoothing_s < 0 or self.batch_size < 1:
-      raise AnalysisError("sample_fps and smoothing_s must be >= 0 and "
-                          "batch_size >= 1")
-    if self.duration_s is not None and self.duration_s <= 0:
-      raise AnalysisError(f"duration_s must be > 0, got {self.duration_s}")
+    if not (0 <= self.sample_fps < math.inf and 0 <= self.smoothing_s <
+            math.inf and self.batch_size >= 1):
+      raise AnalysisError("sample_fps and smoothing_s must be finite numbers "
+                          ">= 0 and batch_size >= 1")
+    if self.duration_s is not None and not 0 < self.duration_s < math.inf:
+      raise AnalysisError("duration_s must be a finite number > 0, got "
+                          f"{self.duration_s}")
 
   def describe(self) -> dict[str, Any]:
     return {"sample_fps": self.sample_fps, "smoothing_s": self.smoothing_s,
@@ -110,21 +111,21 @@ class AnalysisResult:
     return outputs.write_all(
         output_dir, rows=self.rows, class_names=self.class_names,
         summary=self.summary, moments=self.moments, with_gradcam=self.gradcam,
-        timeline=_optional("timeline", "write_timeline"),
-        report=_optional("report_html", "write_report"))
+        **drawing_functions())
 
 
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-  """A drawing function of mre_jax.analysis, or None if not installed."""
+def drawing_functions() -> dict[str, Callable[..., Any]]:
+  """The writers of timeline.png and report.html; they need matplotlib,
+  which comes with the ``app`` extra."""
   try:
-    lib = importlib.import_module(f"mre_jax.analysis.{module}")
+    # pylint: disable-next=g-import-not-at-top
+    from mre_jax.analysis import report_html, timeline
   except ModuleNotFoundError as e:
-    if e.name != f"mre_jax.analysis.{module}":
-      raise
-    logging.warning("mre_jax.analysis.%s is not available; skipping its "
-                    "output", module)
-    return None
-  return getattr(lib, name)
+    raise AnalysisError(
+        f"{e.name} is needed to draw timeline.png and report.html: install "
+        "the application's extra, pip install -e '.[app]'") from e
+  return {"timeline": timeline.write_timeline,
+          "report": report_html.write_report}
 
 
 @dataclasses.dataclass
@@ -154,23 +155,15 @@ class Analyzer:
     classifier = classifier_lib.load(path, batch_size=settings.batch_size)
     return cls(classifier, settings, classifier_lib.describe(classifier, path))
 
-  def classify(self, crops: Sequence[np.ndarray] | np.ndarray,
-               batch: int | None = None) -> np.ndarray:
-    """float32 (N, K) raw probabilities of crops, in padded fixed batches."""
-    batch = batch or self.settings.batch_size
-    count = len(crops)
-    out = np.zeros((count, len(self.class_names)), np.float32)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, crop in enumerate(crops):
-      by_shape.setdefault(np.shape(crop), []).append(i)
-    for shape, ids in by_shape.items():
-      for start in range(0, len(ids), batch):
-        chunk = ids[start:start + batch]
-        padded = np.zeros((batch,) + shape, np.uint8)
-        for row, i in enumerate(chunk):
-          padded[row] = crops[i]
-        out[chunk] = self.classifier.probabilities(padded)[:len(chunk)]
-    return out
+  def classify(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """float32 (N, K) raw probabilities of crops, in order.
+
+    The classifier groups them by size and pads each batch to a power of
+    two (:func:`mre_jax.inference.images.padded_batches`).
+    """
+    if not len(crops):
+      return np.zeros((0, len(self.class_names)), np.float32)
+    return self.classifier.probabilities(list(crops))
 
   def analyze(self, input_path: str, *,
               progress: Callable[[int], None] | None = None,
@@ -228,7 +221,7 @@ class Analyzer:
         else:
           run.add(frame, self._faces(frame.image))
         if source.live:
-          run.flush(LIVE_BATCH)
+          run.flush()
         if progress is not None:
           progress(1)
       stopped = source.stop_reason
@@ -278,13 +271,7 @@ class Analyzer:
     with_crops = [m for m in moments if m.crop is not None]
     if not with_crops:
       return
-    try:
-      # pylint: disable-next=g-import-not-at-top
-      from mre_jax.analysis import gradcam
-    except ModuleNotFoundError:
-      logging.warning("Grad-CAM is not available; the report has no "
-                      "overlays")
-      return
+    from mre_jax.analysis import gradcam  # pylint: disable=g-import-not-at-top
     if not hasattr(self.classifier, "variables"):
       logging.warning("Grad-CAM needs a training workdir's model (an "
                       "exported file has no gradients); no overlays")
@@ -337,11 +324,11 @@ class _Run:
     if self.queued >= self.analyzer.settings.batch_size:
       self.flush()
 
-  def flush(self, batch: int | None = None) -> None:
+  def flush(self) -> None:
     """Classifies the queued crops and turns them into rows, in order."""
     pending, self.pending, self.queued = self.pending, [], 0
-    crops = [c for p in pending for c in p.crops[:len(p.faces)]]
-    probs = self.analyzer.classify(crops, batch) if crops else None
+    crops = [c for p in pending for c in p.crops]
+    probs = self.analyzer.classify(crops) if crops else None
     at = 0
     for p in pending:
       frame_rows = []

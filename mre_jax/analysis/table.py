@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +20,15 @@ from mre_jax.analysis.detection import Box
 
 LEADING = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h")
 TRAILING = ("emotion", "confidence")
+
+
+def mmss(seconds: float) -> str:
+  """``75.4`` -> ``"01:15"``; ``h:mm:ss`` from an hour on."""
+  total = max(int(math.floor(float(seconds) + 1e-6)), 0)
+  hours, rest = divmod(total, 3600)
+  if hours:
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+  return f"{rest // 60:02d}:{rest % 60:02d}"
 
 
 def columns(class_names: Sequence[str]) -> tuple[str, ...]:

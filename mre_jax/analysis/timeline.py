@@ -28,6 +28,9 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.ticker import MultipleLocator
 from PIL import Image
 
+from mre_jax.analysis.table import mmss
+
+
 EMOTION_COLOURS = {
     "angry": "#d62728", "disgust": "#2ca02c", "fear": "#9467bd",
     "happy": "#f2b400", "sad": "#1f77b4", "surprise": "#ff7f0e",
@@ -49,15 +52,6 @@ def colours(class_names: Sequence[str]) -> dict[str, str]:
   spare = iter(_SPARE_COLOURS * (1 + len(class_names) // len(_SPARE_COLOURS)))
   return {name: EMOTION_COLOURS.get(name) or next(spare)
           for name in class_names}
-
-
-def mmss(seconds: float) -> str:
-  """``75.4`` -> ``"01:15"``; ``h:mm:ss`` from an hour on."""
-  total = max(int(math.floor(float(seconds) + 1e-6)), 0)
-  hours, rest = divmod(total, 3600)
-  if hours:
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-  return f"{rest // 60:02d}:{rest % 60:02d}"
 
 
 def image_size(num_faces: int) -> tuple[int, int]:
