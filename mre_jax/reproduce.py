@@ -124,11 +124,8 @@ def parse_steps(names: list[str]) -> list[Step]:
 def per_step(values: list[str], default: dict[str, float], flag: str,
              parse: Callable[[str], float] = float,
              steps: Sequence[str] = tuple(STEPS)) -> dict[str, float]:
-  """``["60", "e1=30"]``: 30 for e1, 60 for every other step.
-
-  Values are read with ``parse`` and must be finite and positive; named
-  steps must be among ``steps``.
-  """
+  """``["60", "e1=30"]``: 30 for e1, 60 for every other step. Values are
+  read with ``parse``, finite and positive; named steps among ``steps``."""
   named = {}
   for item in values:
     name, _, value = item.rpartition("=")
@@ -387,11 +384,9 @@ def run(main_fn, define=define_flags) -> None:
       main_fn(argv)
     except UserError as e:
       cli.fail(str(e))
-    except Interrupted as e:
-      print(" ".join(str(e).split()), file=sys.stderr, flush=True)
-      sys.exit(130)
-    except KeyboardInterrupt:
-      print("interrupted", file=sys.stderr, flush=True)
+    except (Interrupted, KeyboardInterrupt) as e:
+      print(" ".join(str(e).split()) or "interrupted", file=sys.stderr,
+            flush=True)
       sys.exit(130)
 
   define()
