@@ -31,6 +31,7 @@ from absl import flags
 from absl import logging
 
 from mre_jax import cli
+from mre_jax import host_memory
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
 
@@ -188,6 +189,7 @@ def main(argv: list[str]) -> None:
     cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: every argument is a "
           "flag such as --input=PATH; see --helpshort")
   logging.set_verbosity(logging.WARNING)
+  host_memory.keep_freed_memory()
   from mre_jax.analysis import detection  # pylint: disable=g-import-not-at-top
   try:
     haar = detection.HaarSettings(

@@ -1,4 +1,4 @@
-"""The models' convolution and max pool, computed the way fast on the backend.
+"""The models' convolution, computed the way fast on the backend.
 
 :class:`Conv` replaces ``flax.linen.Conv`` in :mod:`mre_jax.models` with the
 same parameters (``kernel`` (k, k, in, out) and ``bias``, float32, with the
@@ -13,11 +13,17 @@ initialisers it is given), padding ``k // 2`` on every side, and a compute
   once is cheaper than copying, per border region, the rows of it that
   region needs (at batch 1 those copies took most of a forward pass). A 1x1
   input meets only the kernel's centre: one product with it.
+* ``"taps"``, for few input and output channels: per kernel tap and input
+  channel, the tap's view of that channel times the kernel's row, all summed
+  in one element-wise fusion, over chunks of the batch
+  (:mod:`mre_jax.batch_chunks`, so that the sum is computed once, not again
+  in each of its consumers).
 * ``"chunked"``, for the kernel's gradient only: XLA's, summed over chunks
   of the batch (:func:`chunk_size`).
 
-``"dot"`` computes the same sums as ``"lax"`` plus products with zeros, so the
-benchmarks count FLOPs on the ``"lax"`` form (:mod:`mre_jax.benchmarks`).
+``"dot"`` and ``"taps"`` compute the same sums as ``"lax"`` plus products
+with zeros, so the benchmarks count FLOPs on the ``"lax"`` form
+(:mod:`mre_jax.benchmarks`).
 
 ``"auto"`` takes ``"lax"`` on GPU and TPU (cuDNN and the TPU's convolution
 units are fast everywhere). On the CPU it picks the forward pass, the input's
@@ -64,9 +70,13 @@ input's gradient when the input has at least 32 channels, and for the
 forward pass when it also has at most 8x8 pixels, ``"lax"`` otherwise; the
 kernel's gradient is ``"chunked"`` when the batch has more than one chunk,
 otherwise computed as the input's gradient. (On 32x32 maps XLA's input
-gradient is the faster, third row; the rule does not use that yet.) When
-the forms differ, a ``jax.custom_vjp`` joins them (so such a layer has no
-forward-mode derivative).
+gradient is the faster, third row; the rule does not use that yet.) An RGB
+input is the exception: XLA's convolution of 3 channels to a few is slow at
+any size, and the forward pass of at most 4 input and 16 output channels
+is ``"taps"`` (64x64x3 -> 8, ms at batch 64 / 16 / 1: lax 15.5 / 4.3 /
+0.74, taps 3.0 / 1.0 / 0.19; from 32 outputs on, neither is faster at
+every batch size). When the forms differ, a ``jax.custom_vjp`` joins them
+(so such a layer has no forward-mode derivative).
 """
 
 from __future__ import annotations
@@ -81,14 +91,20 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from mre_jax import batch_chunks
+
 Dtype = Any
-IMPLEMENTATIONS = ("auto", "lax", "dot")
+IMPLEMENTATIONS = ("auto", "lax", "dot", "taps")
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # The CPU rule (module doc): the fewest input channels that take "dot", the
-# largest map (pixels) whose forward pass does, and the most input and
-# output values of one kernel-gradient convolution.
+# largest map (pixels) whose forward pass does, the most input and output
+# channels whose forward pass takes "taps", and the most values of one
+# kernel-gradient convolution's input and output (or of one chunk of
+# "taps"' output).
 DOT_MIN_CHANNELS = 32
 DOT_FORWARD_MAX_PIXELS = 64
+TAPS_MAX_IN_CHANNELS = 4
+TAPS_MAX_OUT_CHANNELS = 16
 CHUNK_VALUES = 2**19
 
 
@@ -132,6 +148,20 @@ def conv_dot(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   return lax.dot_general(patches, kernel.reshape(-1, features), contract)
 
 
+def conv_taps(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """The convolution as a sum of broadcast products (module doc)."""
+  kh, kw, channels, features = kernel.shape
+
+  def taps(x):
+    views = _padded_views(x, kernel.shape, stride)
+    terms = [views[t][..., c:c + 1] * kernel[t // kw, t % kw, c]
+             for t in range(kh * kw) for c in range(channels)]
+    return functools.reduce(operator.add, terms)
+
+  h, w = (output_size(d, k, stride) for d, k in zip(x.shape[1:3], (kh, kw)))
+  return batch_chunks.map_chunks(taps, x, h * w * features, CHUNK_VALUES)
+
+
 def kernel_grad_chunked(x: jax.Array, cotangent: jax.Array,
                         kernel_shape: tuple[int, ...],
                         stride: int) -> jax.Array:
@@ -144,7 +174,7 @@ def kernel_grad_chunked(x: jax.Array, cotangent: jax.Array,
   return functools.reduce(operator.add, grads)
 
 
-_FUNCTIONS = {"lax": conv_lax, "dot": conv_dot}
+_FUNCTIONS = {"lax": conv_lax, "dot": conv_dot, "taps": conv_taps}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -194,68 +224,20 @@ def choose(input_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
   if (backend or jax.default_backend()) != "cpu":
     return "lax", "lax", "lax"
   n, h, w, c = input_shape
+  kh, kw, _, features = kernel_shape
   if c < DOT_MIN_CHANNELS:
     forward = gradient = "lax"
+    if c <= TAPS_MAX_IN_CHANNELS and features <= TAPS_MAX_OUT_CHANNELS:
+      forward = "taps"
   else:
     forward = "dot" if h * w <= DOT_FORWARD_MAX_PIXELS else "lax"
     gradient = "dot"
   if not all(isinstance(d, int) for d in input_shape):
     return forward, gradient, gradient  # Symbolic sizes (jax.export).
-  kh, kw, _, features = kernel_shape
   output_shape = (n, output_size(h, kh, stride), output_size(w, kw, stride),
                   features)
   chunked = chunk_size(input_shape, output_shape) < n
   return forward, gradient, "chunked" if chunked else gradient
-
-
-def _window_views(x: jax.Array) -> list[jax.Array]:
-  """The four elements of each 2x2 window, in row-major window order."""
-  n, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
-  return [x[:, :, i, :, j] for i in (0, 1) for j in (0, 1)]
-
-
-@jax.custom_vjp
-def _max_pool_2x2(x: jax.Array) -> jax.Array:
-  a, b, c, d = _window_views(x)
-  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
-
-
-def _pool_fwd(x):
-  return _max_pool_2x2(x), x
-
-
-def _pool_bwd(x, cotangent):
-  views = _window_views(x)
-  y = jnp.maximum(jnp.maximum(views[0], views[1]),
-                  jnp.maximum(views[2], views[3]))
-  taken, grads = jnp.zeros(y.shape, bool), []
-  for view in views:
-    first = (view == y) & ~taken
-    taken |= first
-    grads.append(jnp.where(first, cotangent, jnp.zeros((), cotangent.dtype)))
-  n, oh, ow, c = y.shape
-  grad = jnp.stack(grads, 3).reshape(n, oh, ow, 2, 2, c)
-  grad = grad.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * oh, 2 * ow, c)
-  return (jnp.pad(grad, ((0, 0), (0, x.shape[1] - 2 * oh),
-                         (0, x.shape[2] - 2 * ow), (0, 0))),)
-
-
-_max_pool_2x2.defvjp(_pool_fwd, _pool_bwd)
-
-
-def max_pool_2x2(x: jax.Array, impl: str = "auto") -> jax.Array:
-  """``nn.max_pool(x, (2, 2), strides=(2, 2))``, gradient included.
-
-  The gradient goes, as XLA's select-and-scatter sends it, to the first
-  maximum of each window in row-major order. On the CPU (or with
-  ``impl="dot"``) it is computed with element-wise selects: XLA's CPU
-  gradient of ``reduce_window`` took 25 of the 42 ms of student C's batch-16
-  train step.
-  """
-  if impl == "lax" or (impl == "auto" and jax.default_backend() != "cpu"):
-    return nn.max_pool(x, (2, 2), strides=(2, 2))
-  return _max_pool_2x2(x)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
@@ -273,7 +255,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
 class Conv(nn.Module):
   """``nn.Conv`` with a square kernel, padding ``k // 2`` and a bias.
 
-  ``impl`` (``"auto"``, ``"lax"`` or ``"dot"``) is a static attribute: it
+  ``impl`` (one of :data:`IMPLEMENTATIONS`) is a static attribute: it
   changes how the products are computed, never the parameters.
   """
   features: int

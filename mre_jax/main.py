@@ -25,6 +25,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from mre_jax import distributed
+from mre_jax import host_memory
 from mre_jax.errors import DatasetError, Interrupted, UserError
 
 FLAGS = flags.FLAGS
@@ -80,6 +81,7 @@ INTERRUPTED = ("interrupted: checkpoints saved before the interruption are "
 
 def main(argv) -> None:
   del argv  # Checked by parse_flags.
+  host_memory.keep_freed_memory()
   logging.set_verbosity(logging.INFO)
   # On the handler, so that it also sees the records of libraries that log
   # through Python's logging (JAX's backend probing) rather than absl.

@@ -31,7 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from mre_jax import conv
+from mre_jax import dropout
 from mre_jax import paper
+from mre_jax import pooling
 from mre_jax.labels import NUM_CLASSES
 
 Dtype = Any
@@ -169,7 +171,8 @@ class ResEmoteNet(nn.Module):
   Input: float images (N, H, W, 3), NHWC, already normalised. Output: float32
   logits (N, num_classes). ``dtype`` is the compute dtype (e.g. bfloat16);
   parameters and BatchNorm statistics stay float32. ``conv_impl`` picks how
-  convolutions and pooling are computed (:mod:`mre_jax.conv`), never what.
+  convolutions and pooling are computed (:mod:`mre_jax.conv`,
+  :mod:`mre_jax.pooling`), never what.
   The last stem stage's output is exposed for Grad-CAM (:meth:`_tap`).
   """
   width: int = 64
@@ -203,9 +206,9 @@ class ResEmoteNet(nn.Module):
       x = nn.relu(TorchBatchNorm(dtype=self.dtype, name=f"bn{i}")(x, train))
       if i == 3:
         x = self._tap(GRADCAM_LAYER, x)
-      x = conv.max_pool_2x2(x, self.conv_impl)
+      x = pooling.max_pool_2x2(x, self.conv_impl)
       if i < 3:
-        x = nn.Dropout(0.2, deterministic=not train)(x)
+        x = dropout.Dropout(0.2, deterministic=not train)(x)
       in_features = features
     x = SqueezeExcite(self.se_reduction, dtype=self.dtype, name="se")(x)
     for i, features in enumerate((8 * w, 16 * w, 32 * w), start=1):
@@ -216,7 +219,7 @@ class ResEmoteNet(nn.Module):
     in_features = x.shape[-1]
     for i, features in enumerate((16 * w, 8 * w, 4 * w), start=1):
       x = nn.relu(_dense(features, in_features, self.dtype, f"fc{i}")(x))
-      x = nn.Dropout(0.5, deterministic=not train)(x)
+      x = dropout.Dropout(0.5, deterministic=not train)(x)
       in_features = features
     x = _dense(self.num_classes, in_features, self.dtype, "fc4")(x)
     return x.astype(jnp.float32)

@@ -1,4 +1,4 @@
-"""The convolution layer: its dot form equals XLA's convolution everywhere."""
+"""The convolution layer: its dot and taps forms equal XLA's convolution."""
 
 import flax.linen as nn
 import jax
@@ -25,7 +25,8 @@ def _inputs(size, cin, cout, k, batch=3, dtype=jnp.float32):
 
 # (forward, input gradient, kernel gradient) forms besides all-"lax".
 PLANS = [("dot", "dot", "dot"), ("lax", "dot", "dot"), ("dot", "lax", "lax"),
-         ("lax", "lax", "chunked"), ("dot", "dot", "chunked")]
+         ("lax", "lax", "chunked"), ("dot", "dot", "chunked"),
+         ("taps", "lax", "lax"), ("taps", "dot", "chunked")]
 
 
 @pytest.mark.parametrize("size,cin,cout,k,stride", SHAPES)
@@ -99,10 +100,10 @@ def test_auto_is_lax_off_the_cpu(size, channels):
 
 
 @pytest.mark.parametrize("batch,size,channels,expected", [
-    (2, 64, 3, ("lax", "lax", "lax")), (2, 32, 16, ("lax", "lax", "lax")),
+    (2, 64, 3, ("taps", "lax", "lax")), (2, 32, 16, ("lax", "lax", "lax")),
     (2, 2, 16, ("lax", "lax", "lax")), (2, 32, 32, ("lax", "dot", "dot")),
     (2, 16, 64, ("lax", "dot", "dot")), (2, 8, 32, ("dot", "dot", "dot")),
-    (2, 2, 512, ("dot", "dot", "dot")), (32, 64, 3, ("lax", "lax", "chunked")),
+    (2, 2, 512, ("dot", "dot", "dot")), (32, 64, 3, ("taps", "lax", "chunked")),
     (64, 16, 32, ("lax", "dot", "chunked"))])
 def test_auto_follows_the_rule_on_the_cpu(batch, size, channels, expected):
   x = jnp.ones((batch, size, size, channels))
@@ -118,6 +119,22 @@ def test_auto_follows_the_rule_on_the_cpu(batch, size, channels, expected):
   assert gradient.count("convolution(") == (
       (expected[0] == "lax") + (expected[1] == "lax") +
       {"lax": 1, "dot": 0, "chunked": chunks}[expected[2]])
+
+
+@pytest.mark.parametrize("channels,features,forward", [
+    (3, 16, "taps"), (4, 8, "taps"), (3, 32, "lax"), (8, 8, "lax")])
+def test_taps_only_for_few_channels(channels, features, forward):
+  plan = conv.choose((64, 64, 64, channels), (3, 3, channels, features), 1,
+                     backend="cpu")
+  assert plan[0] == forward
+
+
+def test_taps_form_is_computed_once_in_batch_chunks():
+  x, w = _inputs(8, 3, 8, 3, batch=4)
+  text = jax.jit(lambda x, w: conv.conv_taps(x, w, 1)).lower(x, w).as_text()
+  assert "stablehlo.while" in text and "convolution" not in text
+  np.testing.assert_allclose(conv.conv_taps(x, w, 1), conv.conv_lax(x, w, 1),
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_chunked_kernel_gradient_sums_every_chunk(monkeypatch):
@@ -148,24 +165,6 @@ def test_unknown_implementation_is_rejected():
     conv.conv2d(x, w, 1, "fft")
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 4), (1, 2, 3, 1)])
-def test_max_pool_and_its_gradient_equal_nn_max_pool(shape):
-  x = jax.random.normal(jax.random.key(0), shape)
-  # Rounded values and ReLU zeros: many windows with tied maxima.
-  ties = jax.random.bernoulli(jax.random.key(1), 0.5, shape)
-  x = jnp.where(ties, jnp.maximum(jnp.round(x), 0), x)
-  ct = jax.random.normal(jax.random.key(2), (shape[0], shape[1] // 2,
-                                             shape[2] // 2, shape[3]))
-  outs = {}
-  for impl in ("lax", "dot"):
-    y, vjp = jax.vjp(lambda x: conv.max_pool_2x2(x, impl), x)
-    outs[impl] = (y, *vjp(ct))
-  expected = nn.max_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(outs["lax"][0], expected)
-  for a, b in zip(outs["dot"], outs["lax"]):
-    np.testing.assert_array_equal(a, b)
-
-
 @pytest.mark.parametrize("name", sorted(models.MODEL_SPECS))
 @pytest.mark.parametrize("train", [False, True])
 def test_model_logits_and_gradients_equal_lax(name, train):
@@ -183,9 +182,10 @@ def test_model_logits_and_gradients_equal_lax(name, train):
       return jnp.sum(logits * jnp.arange(1, 8)), logits
     return jax.jit(jax.grad(fn, has_aux=True))
 
-  (g_lax, y_lax), (g_dot, y_dot) = loss("lax")(variables["params"]), loss(
-      "dot")(variables["params"])
-  np.testing.assert_allclose(y_dot, y_lax, rtol=1e-4, atol=1e-5)
+  g_lax, y_lax = loss("lax")(variables["params"])
   scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(g_lax))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(
-      a, b, rtol=1e-3, atol=1e-4 * scale), g_dot, g_lax)
+  for impl in ("dot", "auto"):  # "auto": the CPU rule's mix, "taps" too.
+    g, y = loss(impl)(variables["params"])
+    np.testing.assert_allclose(y, y_lax, rtol=1e-4, atol=1e-5, err_msg=impl)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-3, atol=1e-4 * scale, err_msg=impl), g, g_lax)

@@ -18,6 +18,7 @@ from ml_collections import config_dict
 from ml_collections import config_flags
 
 from mre_jax import cli
+from mre_jax import host_memory
 from mre_jax import recipe
 from mre_jax.benchmarks import timing
 from mre_jax.errors import ConfigError
@@ -132,6 +133,7 @@ def run(main: Callable[[], None], define_flags: Callable[[], None]) -> None:
   def checked_main(argv: list[str]) -> None:
     if len(argv) > 1:
       fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    host_memory.keep_freed_memory()
     try:
       main()
     except UserError as e:

@@ -1,0 +1,95 @@
+"""Dropout draws exactly flax's masks, with JAX's own random bits."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mre_jax import batch_chunks
+from mre_jax import dropout
+
+
+@pytest.mark.parametrize("shape", [(64, 32, 32, 8), (6, 5, 7), (4, 128),
+                                   (3,), (2, 3, 3, 1), (7, 2, 2, 2)])
+@pytest.mark.parametrize("make_key", [jax.random.PRNGKey, jax.random.key])
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_same_output_and_gradient_as_flax(shape, make_key, rate):
+  x = jax.random.normal(jax.random.key(1), shape)
+  key = make_key(7)
+
+  def run(layer):
+    fn = lambda x: layer.apply({}, x, deterministic=False,
+                               rngs={"dropout": key})
+    return jax.jit(lambda x: jax.vjp(fn, x)[1](jnp.cos(x))[0])(x), jax.jit(
+        fn)(x)
+
+  (grad, y), (grad_ref, y_ref) = run(dropout.Dropout(rate)), run(
+      nn.Dropout(rate))
+  np.testing.assert_array_equal(y, y_ref)
+  np.testing.assert_array_equal(grad, grad_ref)
+  dropped = float(jnp.mean(y == 0))
+  assert abs(dropped - rate) <= 4 * np.sqrt(rate * (1 - rate) / x.size)
+
+
+def test_bits_equal_jax_random_bits_from_any_offset():
+  key = jax.random.PRNGKey(3)
+  full = jax.random.bits(key, (6, 5, 4))
+  np.testing.assert_array_equal(dropout.random_bits(key, (6, 5, 4)), full)
+  np.testing.assert_array_equal(
+      dropout.random_bits(key, (2, 5, 4), offset=3 * 20), full[3:5])
+
+
+def test_masks_are_drawn_in_chunks_of_the_batch():
+  key = jax.random.PRNGKey(0)
+  text = jax.jit(lambda k: dropout.bernoulli(k, 0.8, (64, 32, 32, 8))).lower(
+      key).as_text()
+  assert "stablehlo.while" in text
+  rows = batch_chunks.chunk_rows(64, 32 * 32 * 8, dropout.CHUNK_ELEMENTS)
+  assert rows == 8
+
+
+def test_other_generators_use_jax_bernoulli():
+  key = jax.random.key(5, impl="rbg")
+  got = dropout.bernoulli(key, 0.8, (4, 16))
+  np.testing.assert_array_equal(got,
+                                jax.random.bernoulli(key, 0.8, (4, 16)))
+
+
+def test_is_a_flax_dropout_with_its_options():
+  layer = dropout.Dropout(0.5, broadcast_dims=(1,), rng_collection="noise")
+  assert isinstance(layer, nn.Dropout)
+  x = jnp.ones((8, 16))
+  key = jax.random.key(4)
+  got = layer.apply({}, x, deterministic=False, rngs={"noise": key})
+  expected = nn.Dropout(0.5, broadcast_dims=(1,), rng_collection="noise"
+                        ).apply({}, x, deterministic=False, rngs={"noise": key})
+  np.testing.assert_array_equal(got, expected)
+  # Whole rows are kept or dropped.
+  assert set(np.unique(np.asarray(got).std(axis=1))) == {0.0}
+  np.testing.assert_array_equal(
+      dropout.Dropout(0.5).apply({}, x, deterministic=False, rng=key),
+      nn.Dropout(0.5).apply({}, x, deterministic=False, rng=key))
+
+
+def test_deterministic_and_edge_rates():
+  x = jnp.arange(1.0, 7.0).reshape(2, 3)
+  rngs = {"dropout": jax.random.key(0)}
+  for rate, expected in ((0.0, x), (1.0, jnp.zeros_like(x))):
+    np.testing.assert_array_equal(dropout.Dropout(rate).apply(
+        {}, x, deterministic=False, rngs=rngs), expected)
+  np.testing.assert_array_equal(dropout.Dropout(0.5).apply(
+      {}, x, deterministic=True), x)
+
+
+@pytest.mark.parametrize("n,per_row,limit,rows", [
+    (64, 8192, 2**16, 8), (16, 8192, 2**16, 8), (64, 1, 2**16, 32),
+    (7, 10, 100, 1), (1, 10, 100, 1), (12, 10, 40, 4)])
+def test_chunks_divide_the_batch_in_at_least_two(n, per_row, limit, rows):
+  assert batch_chunks.chunk_rows(n, per_row, limit) == rows
+
+
+def test_map_chunks_equals_the_function_on_the_whole_batch():
+  x = jax.random.normal(jax.random.key(0), (12, 3, 2))
+  fn = lambda x: jnp.cumsum(x, axis=1) * 2.0
+  np.testing.assert_array_equal(batch_chunks.map_chunks(fn, x, 6, 24), fn(x))
