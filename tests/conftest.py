@@ -3,7 +3,9 @@
 Four emulated CPU devices are configured before JAX is imported, so tests can
 compare 1-device and multi-device meshes in one process. XLA's CPU backend
 optimisations are off: the tests' tiny models spend far longer compiling than
-running, and this makes their compiles several times faster. Real-data tests find
+running, and this makes their compiles several times faster. Freed host memory
+is kept for reuse (:mod:`mre_jax.host_memory`), as the package's commands keep
+it: the suite's steps then touch fresh pages less often. Real-data tests find
 the shared datasets through ``MRE_JAX_DATA`` (default: ``../shared/data``
 beside the project root) and skip when they are absent.
 """
@@ -16,6 +18,10 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
+
+from mre_jax import host_memory  # noqa: E402
+
+host_memory.keep_freed_memory()  # As the package's commands do.
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
