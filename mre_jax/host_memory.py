@@ -37,4 +37,5 @@ def keep_freed_memory() -> bool:
   libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
   settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
               (_M_TOP_PAD, _TOP_PAD))
-  return all(libc.mallopt(param, value) == 1 for param, value in settings)
+  applied = [libc.mallopt(param, value) == 1 for param, value in settings]
+  return all(applied)
