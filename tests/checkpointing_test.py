@@ -15,7 +15,7 @@ def test_load_model_rebuilds_the_trained_model(teacher_run):
   loaded = checkpointing.load_model(workdir)
   assert loaded.name == "teacher" and loaded.model.width == 4
   assert loaded.model.se_reduction == models.MODEL_SPECS["teacher"].se_reduction
-  assert loaded.image_size == config.image_size == 32
+  assert loaded.image_size == config.image_size == 16
   assert loaded.class_names == CLASS_NAMES and loaded.channels == 1
   assert loaded.step == results["test"]["checkpoint_step"]
   manager = checkpointing.open_manager(workdir, read_only=True)

@@ -43,9 +43,16 @@ def real_data_dir() -> pathlib.Path:
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
   """Shares compiled programs between the tests' many identical tiny runs,
-  in this process and in the command-line runs the tests start."""
+  in this process, the other test workers and the command-line runs the
+  tests start."""
   import jax  # pylint: disable=g-import-not-at-top
-  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  # Under pytest-xdist every worker has its own folder in the run's one;
+  # the cache goes beside them, shared by all workers.
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  cache = str(base / "jax_cache")
+  os.makedirs(cache, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
@@ -62,7 +69,7 @@ def make_tiny_config(data_dir, model="teacher", epochs=2, **distill):
   config.dataset.name = "synthetic_faces"
   config.dataset.builder_config = "tiny"
   config.dataset.data_dir = data_dir
-  config.image_size = 32
+  config.image_size = 16
   config.batch_size = 32
   config.eval_batch_size = 64
   config.learning_rate = 0.02

@@ -44,7 +44,7 @@ def test_eval_files_record_what_was_evaluated(teacher_run):
   report = _read(workdir, "test")
   assert report["dataset"] == "synthetic_faces"
   assert report["split"] == "test"
-  assert report["image_size"] == 32
+  assert report["image_size"] == 16
   assert report["model"] == "teacher"
   assert report["checkpoint_step"] == results["test"]["checkpoint_step"] >= 1
   assert os.path.getsize(os.path.join(workdir, "confusion_test.png")) > 0
@@ -78,11 +78,11 @@ def test_evaluate_mode_for_every_kind_of_run(run, request, data_dir,
                                              tiny_config):
   workdir, trained_with, results = request.getfixturevalue(run)
   config = tiny_config(data_dir, model=trained_with.model)
-  config.image_size = 64  # Ignored: the checkpoint says 32.
+  config.image_size = 64  # Ignored: the checkpoint says 16.
   main.run(config, workdir, "evaluate")
   for split in ("validation", "test"):
     assert _read(workdir, split)["accuracy"] == results[split]["accuracy"]
-    assert _read(workdir, split)["image_size"] == 32
+    assert _read(workdir, split)["image_size"] == 16
 
 
 def test_evaluate_mode_for_an_imported_pytorch_checkpoint(data_dir, tmp_path,
@@ -94,7 +94,7 @@ def test_evaluate_mode_for_an_imported_pytorch_checkpoint(data_dir, tmp_path,
   weights = str(tmp_path / "student_c.pth")
   torch.save(torch_reference.get_model("student_c").state_dict(), weights)
   workdir = str(tmp_path / "imported")
-  convert.import_checkpoint(weights, "student_c", workdir, image_size=32)
+  convert.import_checkpoint(weights, "student_c", workdir, image_size=16)
   main.run(tiny_config(data_dir, model="student_c"), workdir, "evaluate")
   report = _read(workdir, "test")
   assert report["dataset"] == "synthetic_faces" and report["model"] == (

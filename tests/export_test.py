@@ -31,7 +31,7 @@ def _crops():
   rng = np.random.default_rng(0)
   grey = rng.integers(0, 256, (24, 40), np.uint8)
   return {
-      "three grey at the model's size": rng.integers(0, 256, (3, 32, 32),
+      "three grey at the model's size": rng.integers(0, 256, (3, 16, 16),
                                                      np.uint8),
       "grey and RGB": [grey, np.repeat(grey[..., None], 3, axis=-1)],
       "one RGBA": [rng.integers(0, 256, (17, 23, 4), np.uint8)],
@@ -102,7 +102,7 @@ def test_metadata_describes_model_source_and_versions(model, predictor,
   meta = model.metadata
   assert meta["format"] == exported_lib.FORMAT
   assert model.class_names == predictor.class_names
-  assert model.image_size == predictor.image_size == 32
+  assert model.image_size == predictor.image_size == 16
   assert model.channels == predictor.channels
   assert meta["model"]["name"] == "teacher" and meta["model"]["width"] == 4
   assert meta["model"]["num_params"] == models.count_params(

@@ -41,7 +41,7 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # tolerance; a power of two lets linear scaling reproduce the rate exactly.
 OVERRIDES = {
     "model_width": 4, "dataset.name": "synthetic_faces",
-    "dataset.builder_config": "tiny", "image_size": 32, "batch_size": 128,
+    "dataset.builder_config": "tiny", "image_size": 16, "batch_size": 128,
     "eval_batch_size": 64, "learning_rate": 2.0**-10, "steps_per_dispatch": 8,
 }
 EPOCHS = 2

@@ -31,7 +31,7 @@ def test_probabilities_equal_the_evaluation_of_the_split(teacher, teacher_run):
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
   assert np.mean(probs.argmax(-1) == test.labels) == pytest.approx(
       np.mean(expected.argmax(-1) == test.labels))
-  assert teacher.image_size == 32 and teacher.class_names[3] == "happy"
+  assert teacher.image_size == 16 and teacher.class_names[3] == "happy"
 
 
 def test_images_of_any_size_and_colour_keep_their_order(teacher):

@@ -28,7 +28,8 @@ def test_exported_logits_are_the_teachers_predictions(teacher_run,
   teacher = checkpointing.load_model(teacher_dir)
   mesh = input_pipeline.make_mesh(1)
   data = input_pipeline.put_on_mesh({"image": train.images}, mesh)
-  predict_fn = predict.make_predict_fn(teacher.model, mesh, 32)
+  predict_fn = predict.make_predict_fn(teacher.model, mesh,
+                                       teacher.image_size)
   for view, flip in ((0, False), (1, True)):
     expected = predict.predict(predict_fn, teacher.variables, data, mesh, 64,
                                flip=flip)
@@ -39,7 +40,7 @@ def test_exported_logits_are_the_teachers_predictions(teacher_run,
   assert meta["teacher"]["checkpoint_epoch"] == teacher.step
   assert meta["teacher"]["params_fingerprint"] == (
       teacher_logits.params_fingerprint(teacher.variables["params"]))
-  assert meta["image_size"] == 32 and meta["split"] == "train"
+  assert meta["image_size"] == config.image_size and meta["split"] == "train"
   assert meta["num_examples"] == train.num_examples == len(logits)
 
 
@@ -63,7 +64,7 @@ def test_missing_or_damaged_file(student_run, tmp_path, content, message):
   train = loading.load_splits(loading.DataSpec.from_config(config.dataset))[
       "train"]
   with pytest.raises(TeacherLogitsError, match=message):
-    teacher_logits.load(str(path), train, 32)
+    teacher_logits.load(str(path), train, config.image_size)
 
 
 def test_export_needs_a_teacher(data_dir, tmp_path, tiny_config):
@@ -81,17 +82,17 @@ def _split(dataset="synthetic_faces", labels=(0, 1, 2, 3), class_names=None):
 
 
 @pytest.mark.parametrize("split,size,message", [
-    (_split("fer2013"), 32, "trained on synthetic_faces, but this student "
+    (_split("fer2013"), 16, "trained on synthetic_faces, but this student "
      "trains on fer2013"),
-    (_split(class_names=tuple("abcdefg")), 32, "is labelled"),
-    (_split(), 48, "--config.image_size=32"),
+    (_split(class_names=tuple("abcdefg")), 16, "is labelled"),
+    (_split(), 48, "--config.image_size=16"),
 ])
 def test_teacher_of_another_dataset_labels_or_size_is_refused(
     teacher_run, split, size, message):
   teacher = checkpointing.load_model(teacher_run[0])
   with pytest.raises(CheckpointError, match=message):
     teacher_logits.check_teacher(teacher, split, size)
-  teacher_logits.check_teacher(teacher, _split(), 32)  # Its own: accepted.
+  teacher_logits.check_teacher(teacher, _split(), 16)  # Its own: accepted.
 
 
 def test_teacher_near_chance_is_warned_about(caplog):

@@ -108,7 +108,7 @@ def test_second_signal_outside_a_save_stops_at_once(data_dir, tmp_path,
 def start_main(data_dir, workdir, log):
   """A tiny teacher run of 20 epochs, as make_tiny_config describes it."""
   args = {"model_width": 4, "dataset.builder_config": "tiny",
-          "dataset.data_dir": data_dir, "image_size": 32, "batch_size": 32,
+          "dataset.data_dir": data_dir, "image_size": 16, "batch_size": 32,
           "eval_batch_size": 64, "learning_rate": 0.02,
           "steps_per_dispatch": 8, "num_epochs": 20}
   env = dict(os.environ, JAX_PLATFORMS="cpu",
