@@ -1,5 +1,7 @@
 """The application predictor: training's preprocessing, any image size."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ from mre_jax.datasets import loading
 from mre_jax.errors import ImageError
 from mre_jax.evaluation import predict
 from mre_jax.inference import images as images_lib
+from mre_jax.inference import predictor as predictor_lib
 from mre_jax.inference.predictor import Predictor
 
 
@@ -77,3 +80,19 @@ def test_batch_buckets_are_powers_of_two_up_to_the_batch_size():
   assert [images_lib.bucket(n, 64) for n in (1, 2, 3, 5, 64, 65)] == [
       1, 2, 4, 8, 64, 64]
   assert images_lib.bucket(20, 16) == 16
+
+
+def test_bound_forward_is_forward_with_the_predictors_variables(
+    teacher, monkeypatch):
+  images = np.random.default_rng(2).integers(0, 256, (4, 16, 16, 1), np.uint8)
+  expected = teacher.forward(teacher.variables, images)
+  assert teacher.binds_variables  # A tiny model's: compiled in.
+  # Only images are passed; constants fold in another order.
+  assert len(teacher.lower(images).args_info[0]) == 1
+  np.testing.assert_allclose(teacher.bound_forward(images), expected,
+                             rtol=1e-5, atol=1e-6)
+  monkeypatch.setattr(predictor_lib, "BIND_MAX_BYTES", 0)
+  large = dataclasses.replace(teacher)
+  assert not large.binds_variables  # Passed: exactly the same program.
+  assert len(large.lower(images).args_info[0]) > 1
+  np.testing.assert_array_equal(large.bound_forward(images), expected)

@@ -2,7 +2,7 @@
 
 Training goes through the project's jitted train call (the shared
 :class:`~mre_jax.benchmarks.fixtures.TrainFixture`), inference through
-:attr:`mre_jax.inference.predictor.Predictor.forward`, the jitted
+:attr:`mre_jax.inference.predictor.Predictor.bound_forward`, the jitted
 normalisation and forward pass that ``Predictor.logits`` calls per batch, on
 device-resident images so that no host transfer is timed.
 """
@@ -59,17 +59,18 @@ def measure_train(fixture: fixtures.TrainFixture,
 
 def measure_inference(predictor: Predictor, batch: int, budget: timing.Budget,
                       seed: int = 0) -> dict[str, Any]:
-  """Times ``predictor.forward`` on ``batch`` images already on the device."""
+  """Times ``predictor.bound_forward``, as :meth:`Predictor.logits` calls it,
+  on ``batch`` images already on the device."""
   rng = np.random.default_rng(seed + batch)
   size = predictor.image_size
   images = fixtures.random_examples(rng, batch * timing.INPUT_POOL,
                                     (size, size, 3))["image"]
   pool = [jax.device_put(x) for x in np.split(images, timing.INPUT_POOL)]
   start = time.perf_counter()
-  compiled = predictor.forward.lower(predictor.variables, pool[0]).compile()
+  compiled = predictor.lower(pool[0]).compile()
   compile_s = time.perf_counter() - start
   measured = timing.time_calls(
-      lambda i: predictor.forward(predictor.variables, pool[i % len(pool)]),
+      lambda i: predictor.bound_forward(pool[i % len(pool)]),
       dataclasses.replace(budget, warmup=max(budget.warmup, 2)))
   xla = flops.xla_flops(compiled)
   return {**results.inference_result(measured, batch), "compile_s": compile_s,
