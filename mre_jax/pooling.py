@@ -33,23 +33,28 @@ def _max_pool(x: jax.Array) -> jax.Array:
 
 
 def _max_pool_fwd(x):
-  return _max_pool(x), x
+  y = _max_pool(x)
+  return y, (x, y)
 
 
-def _max_pool_bwd(x, cotangent):
-  """Each window's cotangent to its first maximum, assembled in one pass."""
-  views = _window_views(x)
-  y = _window_max(views)
-  taken, grads = jnp.zeros(y.shape, bool), []
-  for view in views:
-    first = (view == y) & ~taken
-    taken |= first
-    grads.append(jnp.where(first, cotangent, jnp.zeros((), cotangent.dtype)))
-  n, oh, ow, c = y.shape
-  grad = jnp.stack(grads, 3).reshape(n, oh, ow, 2, 2, c)
-  grad = grad.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * oh, 2 * ow, c)
-  return (jnp.pad(grad, ((0, 0), (0, x.shape[1] - 2 * oh),
-                         (0, x.shape[2] - 2 * ow), (0, 0))),)
+def _max_pool_bwd(residuals, cotangent):
+  """Each window's cotangent to its first maximum, written in place.
+
+  The first maximum is the lowest row-major window index among the maxima.
+  Comparing each element's index with it at full resolution gives the
+  gradient in the input's own layout, with no stack or transpose to fuse.
+  """
+  x, y = residuals
+  n, h, w, c = x.shape
+  oh, ow = h // 2, w // 2
+  x = x[:, :2 * oh, :2 * ow].reshape(n, oh, 2, ow, 2, c)
+  y = y[:, :, None, :, None, :]
+  index = jnp.arange(4, dtype=jnp.int32).reshape(1, 1, 2, 1, 2, 1)
+  first = jnp.min(jnp.where(x == y, index, 4), axis=(2, 4), keepdims=True)
+  grad = jnp.where(index == first, cotangent[:, :, None, :, None, :],
+                   jnp.zeros((), cotangent.dtype))
+  grad = grad.reshape(n, 2 * oh, 2 * ow, c)
+  return (jnp.pad(grad, ((0, 0), (0, h - 2 * oh), (0, w - 2 * ow), (0, 0))),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
