@@ -70,6 +70,23 @@ def test_time_budget_stops_timing(clock):
   assert measured.repeats == 4 and calls == [0, 1, 2, 3]
 
 
+def test_short_calls_are_timed_until_min_seconds(clock):
+  call, sync, calls = _calls(clock, [0.5] * 100)
+  measured = timing.time_calls(
+      call, timing.Budget(repeats=2, min_seconds=3.0, warmup=0), sync)
+  assert measured.repeats == 6 and calls == list(range(6))
+  # Within the time budget, which still stops timing first.
+  call, sync, calls = _calls(clock, [0.5] * 100)
+  measured = timing.time_calls(call, timing.Budget(
+      repeats=2, min_seconds=3.0, max_seconds=2.0, warmup=0), sync)
+  assert measured.repeats == 4
+  # Long calls: ``repeats`` of them, as without it.
+  call, sync, calls = _calls(clock, [5.0] * 100)
+  measured = timing.time_calls(
+      call, timing.Budget(repeats=2, min_seconds=3.0, warmup=0), sync)
+  assert measured.repeats == 2
+
+
 def test_at_least_one_call_is_timed(clock):
   call, sync, calls = _calls(clock, [10.0, 10.0, 10.0])
   measured = timing.time_calls(
@@ -107,7 +124,7 @@ def test_jax_results_are_waited_for():
 
 
 @pytest.mark.parametrize("bad", [{"repeats": 0}, {"warmup": -1},
-                                 {"max_seconds": -1.0}])
+                                 {"max_seconds": -1.0}, {"min_seconds": -1.0}])
 def test_budget_rejects_bad_values(bad):
   with pytest.raises(ConfigError, match="--repeats"):
     timing.Budget(**bad)

@@ -47,7 +47,8 @@ def define_int_list(name: str, default: Sequence[int], help_text: str) -> None:
                serializer=flags.CsvListSerializer(","))
 
 
-def define_budget_flags(repeats: int, warmup_seconds: float = 1.0) -> None:
+def define_budget_flags(repeats: int, warmup_seconds: float = 1.0,
+                        min_seconds: float = 0.0) -> None:
   """The timer's budget: ``--repeats`` and its time limits."""
   flags.DEFINE_integer("repeats", repeats,
                        "Timed calls per measurement (at most).")
@@ -55,6 +56,11 @@ def define_budget_flags(repeats: int, warmup_seconds: float = 1.0) -> None:
       "max_seconds_per_measurement", 30.0,
       "Stop timing a measurement once this many seconds are spent (at least "
       "one call is timed); warm-up and compilation are not counted.")
+  flags.DEFINE_float(
+      "min_seconds_per_measurement", min_seconds,
+      "Keep timing past --repeats calls until the timed calls add up to this "
+      "many seconds: short calls (inference at batch 1) get a median over "
+      "many. --max_seconds_per_measurement still applies.")
   flags.DEFINE_float("warmup_seconds", warmup_seconds,
                      "Untimed warm-up per measurement after the first call.")
 
@@ -63,7 +69,8 @@ def budget() -> timing.Budget:
   """The budget the flags of :func:`define_budget_flags` give."""
   return timing.Budget(repeats=FLAGS.repeats,
                        max_seconds=FLAGS.max_seconds_per_measurement,
-                       warmup_seconds=FLAGS.warmup_seconds)
+                       warmup_seconds=FLAGS.warmup_seconds,
+                       min_seconds=FLAGS.min_seconds_per_measurement)
 
 
 def define_config_flags(overrides: Sequence[str]) -> None:

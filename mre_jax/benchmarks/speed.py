@@ -18,9 +18,10 @@ the device's measured bf16 matmul peak; the same for the PyTorch reference
 (:mod:`~mre_jax.benchmarks.targets`) with pass/fail.
 
 Every time comes from :func:`mre_jax.benchmarks.timing.time_calls`: warm-up
-untimed, median of up to ``--repeats`` calls, at most
-``--max_seconds_per_measurement`` each, so CPU runs of the large models stay
-bounded.
+untimed, median of ``--repeats`` calls, or more until the timed calls add up
+to ``--min_seconds_per_measurement`` (a median over hundreds of short calls,
+such as inference at batch 1), at most ``--max_seconds_per_measurement``
+each, so CPU runs of the large models stay bounded.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Options:
   models: tuple[str, ...] = tuple(models.MODEL_SPECS)
   batch_sizes: tuple[int, ...] = (16, 256)
   torch_modes: tuple[str, ...] = torch_speed.MODES
-  budget: timing.Budget = timing.Budget(repeats=20, warmup_seconds=1.0)
+  budget: timing.Budget = timing.Budget(repeats=20, warmup_seconds=1.0,
+                                        min_seconds=1.0)
   inference_batch: int = 256
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
   torch_compile_timeout: float = 600.0
@@ -193,6 +195,7 @@ def run(opts: Options, log: Callable[[str], None] = logging.info
       "inference_batch": opts.inference_batch, "steps_per_call": opts.steps,
       "repeats": budget.repeats,
       "max_seconds_per_measurement": budget.max_seconds,
+      "min_seconds_per_measurement": budget.min_seconds,
       "width_override": opts.config.model_width or None,
       "torch_modes": torch_modes, "peak_matmul": peak, "models": {},
       "notes": notes}
@@ -218,7 +221,7 @@ def define_flags() -> None:
                      "model for all torch.compile measurements.")
   flags.DEFINE_string("json_out", None,
                       "Also write the full record as JSON here.")
-  cli.define_budget_flags(repeats=20)
+  cli.define_budget_flags(repeats=20, min_seconds=1.0)
   cli.define_config_flags(("image_size", "width", "dtype", "steps_per_call"))
 
 

@@ -33,18 +33,24 @@ class Budget:
       dataset, that a second call would not repeat).
     warmup_seconds: more untimed calls until this long after the first one
       ended.
+    min_seconds: more timed calls than ``repeats`` until the timed calls add
+      up to this long (within ``max_seconds``): the median of short calls,
+      such as inference at batch 1, is then over hundreds of them, not a
+      few that the machine's noise can shift.
   """
   repeats: int = 10
   max_seconds: float = 30.0
   warmup: int = 1
   warmup_seconds: float = 0.0
+  min_seconds: float = 0.0
 
   def __post_init__(self):
     if (self.repeats < 1 or self.warmup < 0
-        or min(self.max_seconds, self.warmup_seconds) < 0):
+        or min(self.max_seconds, self.warmup_seconds, self.min_seconds) < 0):
       raise ConfigError(
           f"--repeats={self.repeats} must be positive, and "
-          f"--max_seconds_per_measurement={self.max_seconds:g} and "
+          f"--max_seconds_per_measurement={self.max_seconds:g}, "
+          f"--min_seconds_per_measurement={self.min_seconds:g} and "
           f"--warmup_seconds={self.warmup_seconds:g} not negative.")
 
 
@@ -69,12 +75,13 @@ def time_calls(call: Callable[[int], Any], budget: Budget,
   anything else at once).
   """
   index = _warm_up(call, budget, sync)
-  times = []
-  while len(times) < budget.repeats and (
-      not times or sum(times) + times[-1] <= budget.max_seconds):
+  times, total = [], 0.0
+  while (len(times) < budget.repeats or total < budget.min_seconds) and (
+      not times or total + times[-1] <= budget.max_seconds):
     start = time.perf_counter()
     sync(call(index))
     times.append(time.perf_counter() - start)
+    total += times[-1]
     index += 1
   return Timing(median_s=statistics.median(times), min_s=min(times),
                 max_s=max(times), repeats=len(times))
