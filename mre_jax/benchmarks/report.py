@@ -152,8 +152,9 @@ def _preamble(record: dict[str, Any]) -> list[str]:
       f"host {host['cpus']} CPUs, load average "
       f"{host['load_average'][0]:.2f} at start",
       f"{record['dtype']}, {size}x{size} inputs; {record['steps_per_call']} "
-      f"train steps per timed call; median of up to {record['repeats']} "
-      f"timed calls after warm-up, at most "
+      f"train steps per timed call; median of {record['repeats']} timed "
+      f"calls after warm-up, or more until they add up to "
+      f"{record.get('min_seconds_per_measurement', 0):g} s, at most "
       f"{record['max_seconds_per_measurement']:g} s per measurement",
       f"bf16 matmul peak: {fmt_flops(peak['flops_per_second'])}/s "
       f"({peak['size']}x{peak['size']}, {peak['iterations']} chained "
