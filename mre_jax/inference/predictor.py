@@ -72,8 +72,8 @@ class Predictor:
   def binds_variables(self) -> bool:
     """Whether :attr:`bound_forward` compiles the variables in as constants:
     only when they are at most :data:`BIND_MAX_BYTES`."""
-    sizes = [np.asarray(v).nbytes for v in jax.tree.leaves(self.variables)]
-    return sum(sizes) <= BIND_MAX_BYTES
+    size = sum(leaf.nbytes for leaf in jax.tree.leaves(self.variables))
+    return size <= BIND_MAX_BYTES
 
   @functools.cached_property
   def bound_forward(self):
