@@ -86,6 +86,12 @@ def test_report_prints_every_row(record):
     assert "torch eager" in text and "JAX/eager" in text
   if jax.default_backend() == "cpu":
     assert "n/a" in text
+  # The timing rule as the record ran it: this budget has no minimum time.
+  assert "2 train steps per timed call; median of 2 timed calls after " \
+      "warm-up, at most 30 s per measurement" in text
+  timed = dict(record, min_seconds_per_measurement=1.5)
+  assert "calls after warm-up, or more until they add up to 1.5 s, at most" \
+      in report.format_report(timed)
 
 
 def test_size_matches_parameter_count(record):

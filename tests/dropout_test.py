@@ -66,8 +66,9 @@ def test_is_a_flax_dropout_with_its_options():
   expected = nn.Dropout(0.5, broadcast_dims=(1,), rng_collection="noise"
                         ).apply({}, x, deterministic=False, rngs={"noise": key})
   np.testing.assert_array_equal(got, expected)
-  # Whole rows are kept or dropped.
+  # Whole rows are kept (x 2) or dropped, and this key does both.
   assert set(np.unique(np.asarray(got).std(axis=1))) == {0.0}
+  assert set(np.unique(np.asarray(got)[:, 0])) == {0.0, 2.0}
   np.testing.assert_array_equal(
       dropout.Dropout(0.5).apply({}, x, deterministic=False, rng=key),
       nn.Dropout(0.5).apply({}, x, deterministic=False, rng=key))

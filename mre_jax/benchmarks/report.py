@@ -146,15 +146,17 @@ def _preamble(record: dict[str, Any]) -> list[str]:
   torch = (f"PyTorch {record['torch_version']} on "
            f"{', '.join(sorted(torch_devices))}" if torch_devices
            else "PyTorch not run")
-  size = record["image_size"]
+  size, steps = record["image_size"], record["steps_per_call"]
+  min_seconds = record.get("min_seconds_per_measurement", 0)
+  more = (f", or more until they add up to {min_seconds:g} s" if min_seconds
+          else "")
   return [
       f"JAX {record['jax_version']} on {record['jax_device']}; {torch}; "
       f"host {host['cpus']} CPUs, load average "
       f"{host['load_average'][0]:.2f} at start",
-      f"{record['dtype']}, {size}x{size} inputs; {record['steps_per_call']} "
-      f"train steps per timed call; median of {record['repeats']} timed "
-      f"calls after warm-up, or more until they add up to "
-      f"{record.get('min_seconds_per_measurement', 0):g} s, at most "
+      f"{record['dtype']}, {size}x{size} inputs; {steps} train "
+      f"step{'s' if steps != 1 else ''} per timed call; median of "
+      f"{record['repeats']} timed calls after warm-up{more}, at most "
       f"{record['max_seconds_per_measurement']:g} s per measurement",
       f"bf16 matmul peak: {fmt_flops(peak['flops_per_second'])}/s "
       f"({peak['size']}x{peak['size']}, {peak['iterations']} chained "
