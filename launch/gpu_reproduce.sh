@@ -11,8 +11,11 @@
 #
 # Environment honoured (defaults in brackets):
 #   WHEELS                  folder of wheels installed into the scratch folder
-#                           when ml_collections or tensorflow_datasets is
-#                           missing; by hand that is:
+#                           when ml_collections, tensorflow_datasets,
+#                           importlib_resources or array_record is missing
+#                           (with their dependencies; a JAX + PyTorch image
+#                           lacks importlib_resources, which TFDS needs to
+#                           prepare a dataset); by hand that is:
 #                           python3 -m pip install -q --no-index --no-deps \
 #                             --no-compile --target .site "$WHEELS"/*.whl
 #                           export PYTHONPATH=$PWD/.site:$PYTHONPATH

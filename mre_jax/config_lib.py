@@ -170,7 +170,8 @@ def validate(config: config_dict.ConfigDict) -> None:
     _check(bool(c.distill.teacher_workdir or c.distill.teacher_logits),
            "distill.teacher_workdir", c.distill.teacher_workdir,
            "a teacher workdir or distill.teacher_logits for a distilled "
-           "student (or pass 'baseline' for kd_weight=0)")
+           "student of a dataset without published logits (see "
+           "mre_jax/teacher_logits/), or 'baseline' for kd_weight=0")
   splits = [s.strip() for s in c.eval.splits.split(",") if s.strip()]
   _check(bool(splits) and set(splits) <= {"train", "validation", "test"},
          "eval.splits", c.eval.splits, "a comma list of train,validation,test")

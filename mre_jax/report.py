@@ -29,6 +29,7 @@ from mre_jax import cli
 from mre_jax import config_lib
 from mre_jax import paper
 from mre_jax.evaluation import metrics
+from mre_jax.training import published_logits
 from mre_jax.errors import UserError
 
 
@@ -41,7 +42,7 @@ def _teacher(config: config_dict.ConfigDict) -> str | None:
   """What a distilled run's teacher was, from the teacher's own workdir."""
   distill = config.distill
   if not distill.teacher_workdir:
-    return f"logits file {distill.teacher_logits}" if (
+    return _logits_teacher(distill.teacher_logits) if (
         distill.teacher_logits) else None
   path = os.path.join(distill.teacher_workdir, "config.json")
   if not os.path.isfile(path):
@@ -51,6 +52,28 @@ def _teacher(config: config_dict.ConfigDict) -> str | None:
   how = "distilled" if teacher.model != "teacher" and kd_weight else "trained"
   return (f"{teacher.model} ({how} on {teacher.dataset.name}, workdir "
           f"{os.path.basename(os.path.normpath(distill.teacher_workdir))})")
+
+
+def _logits_teacher(path: str) -> str:
+  """A logits file's teacher, from its metadata; named as the published
+  logits of its dataset when it holds the same teacher's."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      teacher = json.loads(str(f["meta"]))["teacher"]
+  except (OSError, ValueError, KeyError):
+    return f"logits file {path}"
+  model = teacher.get("model", {}).get("name", "teacher")
+  text = (f"{model} at epoch {teacher.get('checkpoint_epoch')} (params "
+          f"{teacher.get('params_fingerprint')}), logits file "
+          f"{os.path.basename(path)}")
+  for dataset in published_logits.published():
+    published = published_logits.path(dataset)
+    info = published_logits.provenance(published)
+    if info.get("logits_meta", {}).get("teacher", {}).get(
+        "params_fingerprint") == teacher.get("params_fingerprint"):
+      return (f"{text}: the published {dataset} logits, "
+              f"{published_logits.describe(published)}")
+  return text
 
 
 def experiment_name(config: config_dict.ConfigDict) -> str:
@@ -198,17 +221,22 @@ def comparisons(records: Sequence[dict[str, Any]]) -> list[str]:
   for r in records:
     if r["kd_weight"] and r["model"] != "teacher":
       base = f"{r['recipe']}+baseline" if r["recipe"] != "paper" else "baseline"
-      for b in records:
-        if (b["experiment"], b["dataset"], b["model"]) == (
-            base, r["dataset"], r["model"]):
-          delta = 100 * (r["test_acc"] - b["test_acc"])
-          mean_delta = 100 * (r["mean_class_acc"] - b["mean_class_acc"])
-          verdict = "helped" if delta > 0 else "did not help"
-          sentences.append(
-              f"- {r['dataset']}, {r['model']}: distillation from "
-              f"{r['teacher']} {verdict}: test accuracy {_pct(r['test_acc'])}%"
-              f" against {_pct(b['test_acc'])}% without a teacher "
-              f"({delta:+.2f} points; mean class accuracy {mean_delta:+.2f}).")
+      bases = [b for b in records if (b["experiment"], b["dataset"],
+                                      b["model"]) == (base, r["dataset"],
+                                                      r["model"])]
+      # A baseline of as many epochs, when there is one, is the fair one.
+      for b in [b for b in bases if b["epochs"] == r["epochs"]] or bases:
+        delta = 100 * (r["test_acc"] - b["test_acc"])
+        mean_delta = 100 * (r["mean_class_acc"] - b["mean_class_acc"])
+        verdict = "helped" if delta > 0 else "did not help"
+        epochs = ("" if b["epochs"] == r["epochs"] else
+                  f"; {r['epochs']} epochs against {b['epochs']}")
+        sentences.append(
+            f"- {r['dataset']}, {r['model']}: distillation from "
+            f"{r['teacher']} {verdict}: test accuracy {_pct(r['test_acc'])}%"
+            f" against {_pct(b['test_acc'])}% without a teacher "
+            f"({delta:+.2f} points; mean class accuracy {mean_delta:+.2f}"
+            f"{epochs}).")
     ref = paper.TEST_ACCURACY.get(r["dataset"], {}).get(r["experiment"])
     if ref is not None:
       sentences.append(

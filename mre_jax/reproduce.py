@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -45,6 +44,7 @@ from absl import app
 from absl import flags
 
 from mre_jax import cli
+from mre_jax import offline_install
 from mre_jax.errors import Interrupted, UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +52,6 @@ TINY_ENV = "MRE_JAX_REPRODUCE_TINY"
 LOGITS = "teacher_logits.npz"
 DATA_FOLDERS = {"fer2013": "fer2013", "raf_db": "rafdb"}
 KILL_GRACE_S = 10.0  # From SIGTERM at a budget's end to SIGKILL.
-NEEDED = ("ml_collections", "tensorflow_datasets")  # Beyond a JAX image's.
 
 
 class ReproduceError(UserError):
@@ -104,8 +103,8 @@ def define_flags() -> None:
   flags.DEFINE_string("inputs", None, "Folder with earlier steps' outputs "
                       "(teacher_fer/teacher_logits.npz). Default: --outdir.")
   flags.DEFINE_string("install_wheels", "", "Folder of wheels to install "
-                      "into <workdirs>/site if ml_collections or "
-                      "tensorflow_datasets is missing.")
+                      "into <workdirs>/site if a requirement is missing "
+                      "(mre_jax.offline_install.NEEDED).")
   flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"],
                     "Compute dtype. auto: bfloat16, float32 with --tiny.")
   flags.DEFINE_bool("tiny", os.environ.get(TINY_ENV, "") not in ("", "0"),
@@ -326,36 +325,6 @@ def drive(steps: list[Step], opts: Options) -> dict[str, Any]:
   return manifest
 
 
-def install_wheels(folder: str, workdirs: str) -> None:
-  """If ml_collections or tensorflow_datasets is missing, installs the wheels
-  in ``folder`` into ``<workdirs>/site`` and restarts the command with it on
-  ``PYTHONPATH`` (the steps inherit it)."""
-  missing = [m for m in NEEDED if importlib.util.find_spec(m) is None]
-  if not missing:
-    return
-  wheels = sorted(os.path.join(folder, f) for f in (
-      os.listdir(folder) if folder and os.path.isdir(folder) else ())
-                  if f.endswith(".whl"))
-  site = os.path.join(workdirs, "site")
-  if not wheels or site in os.environ.get("PYTHONPATH", "").split(os.pathsep):
-    raise ReproduceError(
-        f"{' and '.join(missing)} not installed: pip install them, or pass "
-        "--install_wheels=DIR naming a folder of their wheels" + (
-            f" ({folder} holds no .whl file)" if not wheels and folder else
-            f" (those of {folder} do not suit this Python)" if wheels else ""))
-  pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                        "--no-index", "--no-deps", "--no-compile", "--upgrade",
-                        "--target", site, *wheels], check=False)
-  if pip.returncode:
-    raise ReproduceError(f"pip could not install the wheels of {folder} into "
-                         f"{site} (exit status {pip.returncode}; its message "
-                         "is above)")
-  os.environ["PYTHONPATH"] = os.pathsep.join(
-      p for p in (site, os.environ.get("PYTHONPATH")) if p)
-  os.execv(sys.executable, [sys.executable, "-m", "mre_jax.reproduce",
-                            *sys.argv[1:]])
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ReproduceError(f"unexpected argument(s) {' '.join(argv[1:])}: "
@@ -364,7 +333,7 @@ def main(argv: list[str]) -> None:
   opts = Options.from_flags()
   # SIGTERM unwinds like Ctrl-C: the step under way is stopped and recorded.
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-  install_wheels(FLAGS.install_wheels, opts.workdirs)
+  offline_install.install_wheels(FLAGS.install_wheels, opts.workdirs)
   manifest = drive(steps, opts)
   print(f"\n{os.path.join(opts.outdir, 'manifest.json')}:")
   for name, entry in manifest["steps"].items():

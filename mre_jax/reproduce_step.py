@@ -81,7 +81,8 @@ def run_bench(opts: reproduce.Options, deadline: float, out: str,
     sizes = [] if opts.tiny else [
         "--repeats=10", "--warmup_seconds=0.5",
         "--max_seconds_per_measurement=1",
-        f"--torch_compile_timeout={max(share / 2, 10):.0f}"]
+        f"--torch_compile_timeout={max(share / 2, 10):.0f}",
+        f"--deadline={time.time() + share:.0f}"]
     status, error = reproduce.run_bounded(
         [sys.executable, "-m", "mre_jax.benchmarks.speed", *flags_, *sizes,
          f"--dtype={opts.dtype}", f"--json_out={path}"],
@@ -244,16 +245,6 @@ def overrides(step: reproduce.Step,
   return fields
 
 
-def save_float16(source: str, target: str) -> None:
-  """Copies a teacher-logits file with float16 logits, atomically."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  with np.load(source, allow_pickle=False) as f:
-    arrays = {k: f[k] for k in f.files}
-  arrays["logits"] = arrays["logits"].astype(np.float16)
-  np.savez(target + ".tmp.npz", **arrays)
-  os.replace(target + ".tmp.npz", target)
-
-
 def run_step(step: reproduce.Step, opts: reproduce.Options,
              deadline: float) -> None:
   """Trains, evaluates and (teachers) exports logits into OUTDIR/<step>."""
@@ -261,6 +252,7 @@ def run_step(step: reproduce.Step, opts: reproduce.Options,
   from mre_jax import config_lib
   from mre_jax import input_pipeline
   from mre_jax.evaluation import evaluator
+  from mre_jax.training import published_logits
   from mre_jax.training import run_info
   from mre_jax.training import teacher_logits
   from mre_jax.training import trainer
@@ -310,8 +302,8 @@ def run_step(step: reproduce.Step, opts: reproduce.Options,
         "distill.teacher_logits": os.path.join(workdir, reproduce.LOGITS)})
     config_lib.validate(student)
     teacher_logits.export_command(student, workdir, mesh)
-    save_float16(os.path.join(workdir, reproduce.LOGITS),
-                 os.path.join(out, reproduce.LOGITS))
+    published_logits.save_float16(os.path.join(workdir, reproduce.LOGITS),
+                                  os.path.join(out, reproduce.LOGITS))
   record(status="cut_off" if cut else "done", phase="finished",
          accuracy=accuracy,
          best_epoch=next(iter(evals.values()))["checkpoint_step"])

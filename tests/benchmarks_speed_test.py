@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import pytest
 
+from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax import recipe
 from mre_jax.benchmarks import report
@@ -139,3 +143,41 @@ def test_validate_rejects_bad_options():
     speed.validate(speed.Options(config=config, torch_modes=("jit",)))
   with pytest.raises(ConfigError, match="--batch_sizes"):
     speed.validate(speed.Options(config=config, batch_sizes=(0,)))
+
+
+def test_torch_compile_gets_only_the_time_the_deadline_leaves():
+  config = tiny_config()
+  opts = speed.Options(config=config, torch_compile_timeout=600.0,
+                       deadline=1000.0)
+  assert opts.compile_timeout(now=900.0) == 100.0 - speed.DEADLINE_MARGIN_S
+  assert opts.compile_timeout(now=0.0) == 600.0
+  assert speed.Options(config=config).compile_timeout(now=1e12) == 600.0
+  # A deadline already passed: JAX is measured, torch.compile is not tried.
+  opts = speed.Options(
+      config=config, models=("student_c",), batch_sizes=(4,),
+      budget=timing.Budget(repeats=1), inference_batch=4,
+      torch_modes=("compile",), deadline=1.0)
+  model = speed.benchmark_model("student_c", opts,
+                                input_pipeline.make_mesh(1), None,
+                                opts.torch_modes, lambda _: None)
+  assert _positive(model["jax"]["train"]["4"]["images_per_second"])
+  compiled = model["torch_compile"]
+  assert compiled["note"] == "not measured: --deadline left no time"
+  assert not compiled["train"] and not compiled["inference"]
+
+
+def test_report_command_reprints_a_saved_record(record, tmp_path):
+  path = tmp_path / "bench.json"
+  path.write_text(json.dumps(record))
+  command = [sys.executable, "-m", "mre_jax.benchmarks.report"]
+  root = pathlib.Path(__file__).resolve().parents[1]
+  done = subprocess.run([*command, f"--json={path}"], capture_output=True,
+                        text=True, check=True, cwd=root)
+  assert done.stdout == report.format_report(record) + "\n"
+  (tmp_path / "other.json").write_text(json.dumps({"steps": {}}))
+  for name in ("other.json", "missing.json"):
+    done = subprocess.run([*command, f"--json={tmp_path / name}"],
+                          capture_output=True, text=True, cwd=root)
+    assert done.returncode == 2 and not done.stdout
+    assert done.stderr.startswith("error: ") and len(
+        done.stderr.strip().splitlines()) == 1, done.stderr

@@ -17,6 +17,7 @@ from mre_jax import report
 from mre_jax.errors import UserError
 from mre_jax.evaluation import metrics
 from mre_jax.labels import CLASS_NAMES
+from mre_jax.training import published_logits
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = {  # Workdir name: (its config, the epochs it logged).
@@ -256,3 +257,53 @@ def test_recipe_prefix_device_command_and_notes(runs, tmp_path):
   with pytest.raises(UserError, match="no such file"):
     report.write_report([str(workdir)], str(tmp_path / "docs2"),
                         notes=str(tmp_path / "missing.md"))
+
+
+def test_a_logits_files_teacher_is_named_from_its_metadata(tmp_path):
+  published = published_logits.path("fer2013")
+  with np.load(published) as f:
+    arrays = {k: f[k] for k in f.files}
+  meta = json.loads(str(arrays["meta"]))
+  teacher = meta["teacher"]
+  copy, other = tmp_path / "elsewhere.npz", tmp_path / "other.npz"
+  np.savez(copy, **arrays)
+  meta["teacher"] = {**teacher, "params_fingerprint": "0123456789abcdef"}
+  np.savez(other, **{**arrays, "meta": json.dumps(meta)})
+  for path, is_published in ((published, True), (str(copy), True),
+                             (str(other), False)):
+    if not is_published:
+      teacher = meta["teacher"]
+    config = studentC.get_config("fer2013,exp=E6")
+    config.distill.teacher_logits = path
+    workdir = tmp_path / f"E6_{os.path.basename(path)}"
+    write_run(str(workdir), config, 3, seed=3)
+    named = report.load_run(str(workdir))["teacher"]
+    assert named.startswith(
+        f"teacher at epoch {teacher['checkpoint_epoch']} (params "
+        f"{teacher['params_fingerprint']}), logits file "
+        f"{os.path.basename(path)}"), named
+    assert ("the published fer2013 logits" in named) == is_published
+  config = studentC.get_config("fer2013,exp=E6")
+  config.distill.teacher_logits = str(tmp_path / "missing.npz")
+  write_run(str(tmp_path / "E6_missing"), config, 3, seed=4)
+  assert report.load_run(str(tmp_path / "E6_missing"))["teacher"] == (
+      f"logits file {tmp_path / 'missing.npz'}")
+
+
+def test_a_distilled_run_is_compared_with_the_baseline_of_its_epochs(
+    tmp_path):
+  made = {}
+  for name, arg, epochs, seed in (("kd", "raf_db", 3, 1),
+                                  ("base3", "raf_db,baseline", 3, 2),
+                                  ("base5", "raf_db,baseline", 5, 3)):
+    config = studentC.get_config(arg)
+    config.distill.teacher_logits = str(tmp_path / "logits.npz")
+    write_run(str(tmp_path / name), config, epochs, seed)
+    made[name] = report.load_run(str(tmp_path / name))
+  kd, base3, base5 = made["kd"], made["base3"], made["base5"]
+  sentence, = report.comparisons([kd, base3, base5])
+  assert f"against {100 * base3['test_acc']:.2f}% without" in sentence
+  assert "epochs against" not in sentence
+  sentence, = report.comparisons([kd, base5])
+  assert f"against {100 * base5['test_acc']:.2f}% without" in sentence
+  assert "; 3 epochs against 5)" in sentence

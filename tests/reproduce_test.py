@@ -239,16 +239,10 @@ def test_bad_input_is_one_error_line(tmp_path):
       "bench": 60, "teacher_fer": 60, "teacher_raf": 60, "e1": 30, "e4": 60}
 
 
-def test_flag_mistakes_are_one_error_line(tmp_path, monkeypatch):
+def test_flag_mistakes_are_one_error_line(tmp_path):
   proc = _drive(f"--outdir={tmp_path}", "--dtype=float16")
   assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
   assert proc.stderr.startswith("error: flag --dtype=float16:"), proc.stderr
-  monkeypatch.setattr(reproduce, "NEEDED", ("no_such_module_here",))
-  with pytest.raises(reproduce.ReproduceError,
-                     match="no_such_module_here not installed.*--install"):
-    reproduce.install_wheels("", str(tmp_path))
-  with pytest.raises(reproduce.ReproduceError, match="holds no .whl file"):
-    reproduce.install_wheels(str(tmp_path), str(tmp_path))
 
 
 @pytest.fixture

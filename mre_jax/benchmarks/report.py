@@ -1,14 +1,20 @@
 """The printed report of a speed record.
 
 One table per model, JAX beside each PyTorch mode with JAX's speed-up over
-it, then the targets with pass/fail.
+it, then the targets with pass/fail. ``python -m mre_jax.benchmarks.report
+--json=FILE`` prints it again from a record saved with ``--json_out`` (or a
+reproduction's ``bench.json``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable, Sequence
 
+from absl import flags
+
 from mre_jax.benchmarks import results
+from mre_jax.errors import UserError
 
 # Measurements whose slowest timed call took this many times the fastest.
 NOISY_SPREAD = 2.0
@@ -171,3 +177,27 @@ def format_report(record: dict[str, Any]) -> str:
   lines += ["", format_targets(record["targets"],
                                record["jax_device"].startswith("cpu"))]
   return "\n".join(lines)
+
+
+def main() -> None:
+  path = flags.FLAGS.json
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    text = format_report(record)
+  except (OSError, ValueError) as e:
+    raise UserError(f"cannot read {path}: {e}; expected the --json_out file "
+                    "of python -m mre_jax.benchmarks.speed") from e
+  except (KeyError, TypeError, AttributeError, IndexError) as e:
+    raise UserError(f"{path} is not a speed record ({type(e).__name__}: "
+                    f"{e}); expected the --json_out file of python -m "
+                    "mre_jax.benchmarks.speed") from e
+  print(text)
+
+
+if __name__ == "__main__":
+  # pylint: disable-next=g-import-not-at-top
+  from mre_jax.benchmarks import cli
+  cli.run(main, lambda: flags.DEFINE_string(
+      "json", None, "A speed record (--json_out of the speed benchmark).",
+      required=True))

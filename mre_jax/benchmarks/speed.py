@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Any, Callable, Sequence
 
 from absl import flags
@@ -51,6 +52,8 @@ from mre_jax.errors import UserError
 from mre_jax.training import train
 
 FLAGS = flags.FLAGS
+# Seconds kept after torch.compile for the report and the JSON record.
+DEADLINE_MARGIN_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,15 @@ class Options:
   inference_batch: int = 256
   peak_matmul_size: int = 0  # 0: 8192 on accelerators, 2048 on CPU.
   torch_compile_timeout: float = 600.0
+  deadline: float = 0.0  # Unix time; 0: none.
+
+  def compile_timeout(self, now: float) -> float:
+    """torch.compile's seconds: its timeout, cut to what the deadline leaves
+    after the report's margin."""
+    if not self.deadline:
+      return self.torch_compile_timeout
+    return min(self.torch_compile_timeout,
+               self.deadline - now - DEADLINE_MARGIN_S)
 
   @property
   def steps(self) -> int:
@@ -156,8 +168,13 @@ def benchmark_model(name: str, opts: Options, mesh: jax.sharding.Mesh,
     spec = torch_speed.make_spec(name, mode, config, opts.batch_sizes,
                                  opts.inference_batches, opts.steps,
                                  opts.budget)
-    frameworks[f"torch_{mode}"] = torch_speed.measure_mode(
-        spec, opts.torch_compile_timeout)
+    timeout = opts.compile_timeout(time.time())
+    if mode == "compile" and timeout < 1:
+      result = torch_speed.collect(spec, lambda *_: None)
+      result["note"] = "not measured: --deadline left no time"
+    else:
+      result = torch_speed.measure_mode(spec, timeout)
+    frameworks[f"torch_{mode}"] = result
   _add_flops(record, frameworks, peak)
   return record
 
@@ -219,6 +236,9 @@ def define_flags() -> None:
       "measurement; 0: 8192 on accelerators, 2048 on CPU.")
   flags.DEFINE_float("torch_compile_timeout", 600.0, "Seconds allowed per "
                      "model for all torch.compile measurements.")
+  flags.DEFINE_float("deadline", 0.0, "Unix time by which the command should "
+                     "end: torch.compile gets at most the time left, less "
+                     f"{DEADLINE_MARGIN_S:g} s. 0: no deadline.")
   flags.DEFINE_string("json_out", None,
                       "Also write the full record as JSON here.")
   cli.define_budget_flags(repeats=20, min_seconds=1.0)
@@ -234,7 +254,8 @@ def options_from_flags() -> Options:
       batch_sizes=tuple(FLAGS.batch_sizes), torch_modes=modes,
       budget=cli.budget(), inference_batch=FLAGS.inference_batch,
       peak_matmul_size=FLAGS.peak_matmul_size,
-      torch_compile_timeout=FLAGS.torch_compile_timeout)
+      torch_compile_timeout=FLAGS.torch_compile_timeout,
+      deadline=FLAGS.deadline)
 
 
 def main() -> None:

@@ -20,15 +20,18 @@ from ml_collections import config_dict
 from mre_jax import distributed
 
 
-def git_commit() -> str:
-  """The commit of the mre_jax source tree (``+dirty`` if edited); outside a
-  git checkout, ``$MRE_JAX_COMMIT`` (e.g. for a copied tree) or ``unknown``."""
+def git_commit(source: str | None = None) -> str:
+  """The commit of the mre_jax source tree, or of ``source`` (``+dirty`` if
+  a tracked file is edited); outside a git checkout, ``$MRE_JAX_COMMIT``
+  (e.g. for a copied tree) or ``unknown``."""
   fallback = os.environ.get("MRE_JAX_COMMIT", "unknown")
-  here = os.path.dirname(os.path.abspath(__file__))
+  here = source or os.path.dirname(os.path.abspath(__file__))
   try:
     out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"],
                          capture_output=True, text=True, timeout=10)
-    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain"],
+    # Untracked files (scratch folders, outputs) leave the source as is.
+    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain",
+                            "--untracked-files=no"],
                            capture_output=True, text=True, timeout=10)
   except (OSError, subprocess.SubprocessError):
     return fallback
@@ -59,8 +62,12 @@ def machine() -> dict[str, object]:
 
 def command() -> str:
   """The command line that started this process, as a user would type it."""
-  if sys.argv and sys.argv[0].endswith(os.path.join("mre_jax", "main.py")):
-    return shlex.join(["python", "-m", "mre_jax.main", *sys.argv[1:]])
+  package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  script = os.path.abspath(sys.argv[0]) if sys.argv else ""
+  if script.startswith(package + os.sep) and script.endswith(".py"):
+    module = os.path.relpath(script[:-3], os.path.dirname(package))
+    return shlex.join(["python", "-m", module.replace(os.sep, "."),
+                       *sys.argv[1:]])
   return shlex.join(["python", *sys.argv])
 
 

@@ -23,12 +23,14 @@ from ml_collections import config_dict
 import numpy as np
 
 from mre_jax import checkpointing
+from mre_jax import config_lib
 from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax.datasets import SplitData
 from mre_jax.datasets import loading
 from mre_jax.evaluation import predict
 from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
+from mre_jax.training import published_logits
 
 FORMAT = "mre_jax.teacher_logits/1"
 LOGITS_FILENAME = "teacher_logits.npz"
@@ -177,6 +179,14 @@ def logits_path(config: config_dict.ConfigDict, workdir: str) -> str:
                                                        LOGITS_FILENAME)
 
 
+def default_to_published(config: config_dict.ConfigDict,
+                         workdir: str) -> None:
+  """A distilling student that names no teacher and has no logits file of
+  its own gets its dataset's published logits (see published_logits)."""
+  if config_lib.is_student(config):
+    published_logits.apply_default(config, logits_path(config, workdir))
+
+
 def export_for_run(config: config_dict.ConfigDict, workdir: str,
                    split: SplitData, data: input_pipeline.DeviceData,
                    mesh: jax.sharding.Mesh) -> dict[str, Any]:
@@ -213,6 +223,7 @@ def ensure(config: config_dict.ConfigDict, workdir: str, split: SplitData,
       raise ConfigError(
           f"config.distill.teacher_logits={path!r} does not exist and "
           "config.distill.teacher_workdir is empty: name a teacher run to "
-          "export the logits from.")
+          "export the logits from (published logits exist for "
+          f"{', '.join(published_logits.published()) or 'no dataset'}).")
     export_for_run(config, workdir, split, data, mesh)
   return load(path, split, config.image_size)

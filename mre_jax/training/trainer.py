@@ -90,9 +90,10 @@ class Trainer:
 
   def __init__(self, config: config_dict.ConfigDict, workdir: str,
                mesh: jax.sharding.Mesh | None = None):
+    self.workdir = os.path.abspath(workdir)
+    teacher_logits.default_to_published(config, self.workdir)
     config_lib.validate(config)
     self.config = config
-    self.workdir = os.path.abspath(workdir)
     self.mesh = mesh or input_pipeline.make_mesh()
     self.global_batch = global_batch_size(config, self.mesh)
     self.ce_weight, self.kd_weight = config_lib.distill_weights(config)
