@@ -375,6 +375,8 @@ def test_images_and_folders_with_detector_none_match_evaluation(
     (lambda d: _write(d / "notes.xyz", b"what is this"),
      "neither an image nor a video"),
     (lambda d: _folder_without_images(d), "holds no images"),
+    (lambda d: _folder_of_broken_images(d),
+     "could not read any of the 2 images of .*nothing was written"),
     (lambda d: "webcam:99", "no camera 99"),
     (lambda d: "webcam:x", "bad camera"),
 ])
@@ -392,6 +394,14 @@ def _folder_without_images(tmp_path) -> str:
   folder = tmp_path / "docs"
   folder.mkdir()
   (folder / "readme.txt").write_text("hello")
+  return str(folder)
+
+
+def _folder_of_broken_images(tmp_path) -> str:
+  folder = tmp_path / "photos"
+  folder.mkdir()
+  for name in ("a.png", "b.jpg"):
+    (folder / name).write_bytes(b"not an image")
   return str(folder)
 
 
@@ -556,6 +566,8 @@ def test_real_faces_are_found_and_classified_as_the_predictor_does(
   model = request.getfixturevalue("model")
   # Recall varies with the faces drawn (91-98% over seeds for 60 faces).
   faces, labels = bench.raf_test_faces(real_data_dir, 60, seed=0)
+  with pytest.raises(UserError, match="--faces=100000: expected 1 to "):
+    bench.raf_test_faces(real_data_dir, 100000)
   video = bench.write_video(
       str(tmp_path / "raf.mp4"),
       bench.compose_frames(faces, np.random.default_rng(0),
@@ -577,3 +589,9 @@ def test_real_faces_are_found_and_classified_as_the_predictor_does(
   np.testing.assert_allclose(analysed, direct, atol=1e-5)
   assert np.mean(analysed.argmax(-1) == truth) == np.mean(
       direct.argmax(-1) == truth)
+
+
+def test_benchmark_without_raf_db_is_one_clear_error(tmp_path):
+  (tmp_path / "rafdb").mkdir()
+  with pytest.raises(UserError, match="no RAF-DB files in .*--data must"):
+    bench.raf_test_faces(tmp_path, 5)

@@ -136,6 +136,18 @@ class _Pending:
   crops: np.ndarray  # uint8 (F, S, S, C), one per face.
 
 
+def _check_something_was_read(source: sources_lib.FrameSource) -> None:
+  """Refuses a run in which every image or frame failed to decode, before
+  any output is written."""
+  stats = source.stats
+  if stats.frames_total and stats.unreadable == stats.frames_total:
+    what = "images" if source.kind == "images" else "frames"
+    raise AnalysisError(
+        f"could not read any of the {stats.frames_total} {what} of "
+        f"{source.name} (each is named in a warning above); nothing was "
+        "written. Give images Pillow can read or a video OpenCV can decode.")
+
+
 class Analyzer:
   """Analyses images, videos and cameras with one classifier."""
 
@@ -233,6 +245,7 @@ class Analyzer:
       for done, faces in tracker.finish():
         run.add(done, faces)
     run.flush()
+    _check_something_was_read(source)
     moments = run.moments.finish()
     if self.settings.gradcam:
       self._explain(moments)

@@ -43,6 +43,7 @@ import numpy as np
 from mre_jax import analysis  # pylint: disable=unused-import
 import cv2  # pylint: disable=g-bad-import-order,wrong-import-order
 from mre_jax.benchmarks import cli
+from mre_jax.errors import UserError
 
 FLAGS = flags.FLAGS
 FRAME_SIZE = (640, 480)
@@ -179,11 +180,15 @@ def raf_test_faces(data: str | os.PathLike[str], count: int,
             else sources.FolderTree(folder))
     layout = raf_db.detect_layout(tree)
     if layout is None:
-      raise FileNotFoundError(f"no RAF-DB files in {folder}")
+      raise UserError(f"no RAF-DB files in {folder}: --data must hold "
+                      "rafdb/ with the downloaded archive or its files")
     listed = (raf_db.kaggle_entries if isinstance(layout, raf_db.KaggleLayout)
               else raf_db.original_entries)(tree, layout.prefix)["test"]
     entries = [(layout.prefix + name, tree.read(layout.prefix + name), label)
                for name, label in listed]
+  if not 0 < count <= len(entries):
+    raise UserError(f"--faces={count}: expected 1 to {len(entries)}, the "
+                    f"RAF-DB test faces in {folder}")
   chosen = np.random.default_rng(seed).choice(len(entries), count,
                                               replace=False)
   images = np.stack([sources.decode_image(entries[i][1], raf_db.IMAGE_SHAPE,
