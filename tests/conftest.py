@@ -24,6 +24,17 @@ from mre_jax import host_memory  # noqa: E402
 host_memory.keep_freed_memory()  # As the package's commands do.
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Modules that take minutes (their module fixtures run whole training
+# pipelines), started first: under ``--dist loadscope`` (setup.cfg) each
+# module runs on one worker, its fixtures once, and the long ones overlap
+# the rest instead of ending the run alone.
+SLOW_MODULES = ("reproduce_test.py", "multiprocess_test.py", "demo_test.py",
+                "analysis_test.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOW_MODULES)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def shared_data_dir() -> pathlib.Path:
