@@ -63,17 +63,15 @@ def _logits_teacher(path: str) -> str:
   except (OSError, ValueError, KeyError):
     return f"logits file {path}"
   model = teacher.get("model", {}).get("name", "teacher")
-  text = (f"{model} at epoch {teacher.get('checkpoint_epoch')} (params "
-          f"{teacher.get('params_fingerprint')}), logits file "
-          f"{os.path.basename(path)}")
+  name = f"{model} at epoch {teacher.get('checkpoint_epoch')}"
   for dataset in published_logits.published():
-    published = published_logits.path(dataset)
-    info = published_logits.provenance(published)
+    info = published_logits.provenance(published_logits.path(dataset))
     if info.get("logits_meta", {}).get("teacher", {}).get(
         "params_fingerprint") == teacher.get("params_fingerprint"):
-      return (f"{text}: the published {dataset} logits, "
-              f"{published_logits.describe(published)}")
-  return text
+      return (f"{name}, the published {dataset} logits ({info['device']}, "
+              f"test {_pct(info['accuracy']['test'])}%)")
+  return (f"{name} (params {teacher.get('params_fingerprint')}, logits file "
+          f"{os.path.basename(path)})")
 
 
 def experiment_name(config: config_dict.ConfigDict) -> str:

@@ -278,11 +278,13 @@ def test_a_logits_files_teacher_is_named_from_its_metadata(tmp_path):
     workdir = tmp_path / f"E6_{os.path.basename(path)}"
     write_run(str(workdir), config, 3, seed=3)
     named = report.load_run(str(workdir))["teacher"]
-    assert named.startswith(
+    info = published_logits.provenance(published)
+    assert named == (
+        f"teacher at epoch {teacher['checkpoint_epoch']}, the published "
+        f"fer2013 logits ({info['device']}, test "
+        f"{100 * info['accuracy']['test']:.2f}%)" if is_published else
         f"teacher at epoch {teacher['checkpoint_epoch']} (params "
-        f"{teacher['params_fingerprint']}), logits file "
-        f"{os.path.basename(path)}"), named
-    assert ("the published fer2013 logits" in named) == is_published
+        f"{teacher['params_fingerprint']}, logits file other.npz)")
   config = studentC.get_config("fer2013,exp=E6")
   config.distill.teacher_logits = str(tmp_path / "missing.npz")
   write_run(str(tmp_path / "E6_missing"), config, 3, seed=4)
