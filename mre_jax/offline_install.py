@@ -1,5 +1,5 @@
 """Installs missing requirements from a folder of wheels, for a machine
-without a package index (a lent GPU machine, say): the GPU reproduction
+without a package index (a rented GPU machine, say): the GPU reproduction
 driver calls it before its first step, so that a missing package stops it at
 once instead of in the middle of a step."""
 
