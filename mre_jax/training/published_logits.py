@@ -41,6 +41,12 @@ def path(dataset: str, folder: str | None = None) -> str | None:
   return candidate if os.path.isfile(candidate) else None
 
 
+def is_published(logits_path: str) -> bool:
+  """Whether ``logits_path`` is one of the published files."""
+  return os.path.dirname(os.path.abspath(logits_path)) == os.path.abspath(
+      FOLDER)
+
+
 def published(folder: str | None = None) -> list[str]:
   """The datasets with published logits."""
   folder = folder or FOLDER

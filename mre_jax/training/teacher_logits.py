@@ -144,6 +144,10 @@ def load(path: str, split: SplitData, image_size: int) -> np.ndarray:
   """Logits (N, 2, K) for ``split`` from ``path``, after checking its metadata."""
   fix = ("Re-export it for this data with --mode=export_logits (or delete it "
          "to have training export it from distill.teacher_workdir).")
+  if published_logits.is_published(path):
+    fix = ("These are the published logits, made for the recipe's data and "
+           "preprocessing: name a teacher run of this data with "
+           "--config.distill.teacher_workdir, or keep those settings.")
   if not os.path.isfile(path):
     raise TeacherLogitsError(
         f"teacher-logits file {path} does not exist. Set "
