@@ -30,12 +30,17 @@ from mre_jax import config_lib
 from mre_jax import paper
 from mre_jax.evaluation import metrics
 from mre_jax.training import published_logits
-from mre_jax.errors import UserError
+from mre_jax.errors import TeacherLogitsError, UserError
 
 
 def _read_json(path: str) -> Any:
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"cannot read {path} ({e}): the run's files are "
+                    "damaged; rerun its evaluation (--mode=evaluate) or "
+                    "leave it out.") from e
 
 
 def _teacher(config: config_dict.ConfigDict) -> str | None:
@@ -58,9 +63,8 @@ def _logits_teacher(path: str) -> str:
   """A logits file's teacher, from its metadata; named as the published
   logits of its dataset when it holds the same teacher's."""
   try:
-    with np.load(path, allow_pickle=False) as f:
-      teacher = json.loads(str(f["meta"]))["teacher"]
-  except (OSError, ValueError, KeyError):
+    teacher = published_logits.read_meta(path)["teacher"]
+  except (TeacherLogitsError, KeyError):
     return f"logits file {path}"
   model = teacher.get("model", {}).get("name", "teacher")
   name = f"{model} at epoch {teacher.get('checkpoint_epoch')}"
@@ -203,12 +207,12 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
 def per_class_table(records: Sequence[dict[str, Any]]) -> str:
   """Test accuracy per class, one row per run."""
   names = records[0]["class_names"]
-  lines = ["| dataset | run | model | " + " | ".join(names) + " |",
-           "|---|---|---|" + "---|" * len(names)]
+  lines = ["| dataset | run | model | epochs | " + " | ".join(names) + " |",
+           "|---|---|---|---|" + "---|" * len(names)]
   for r in records:
     cells = " | ".join(_pct(r["per_class_acc"].get(n)) for n in names)
     lines.append(f"| {r['dataset']} | {r['experiment']} | {r['model']} | "
-                 f"{cells} |")
+                 f"{r['epochs']} | {cells} |")
   return "\n".join(lines)
 
 
@@ -254,6 +258,15 @@ def _figure_name(kind: str, record: dict[str, Any], taken: set[str]) -> str:
   return name
 
 
+def run_name(record: dict[str, Any]) -> str:
+  """A run in words for legends, titles and commands, e.g. ``fer2013
+  student_c baseline, 40 epochs``: the epochs tell apart runs of one
+  experiment."""
+  what = (record["experiment"] if record["experiment"] == record["model"]
+          else f"{record['model']} {record['experiment']}")
+  return f"{record['dataset']} {what}, {record['epochs']} epochs"
+
+
 def plot_curves(records: Sequence[dict[str, Any]], path: str) -> bool:
   """Validation accuracy per epoch, one line per run."""
   try:
@@ -266,8 +279,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str) -> bool:
   for r in records:
     if r["history"]:
       epochs, acc = zip(*r["history"])
-      ax.plot(epochs, 100 * np.asarray(acc),
-              label=f"{r['dataset']} {r['model']} {r['experiment']}")
+      ax.plot(epochs, 100 * np.asarray(acc), label=run_name(r))
   ax.set_xlabel("epoch")
   ax.set_ylabel("validation accuracy (%)")
   ax.legend(fontsize=8)
@@ -281,8 +293,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str) -> bool:
 def _commands(records: Sequence[dict[str, Any]]) -> list[str]:
   lines = []
   for r in records:
-    lines += [f"- {r['dataset']} {r['model']} {r['experiment']} "
-              f"(commit {r['commit']}):", "", "  ```bash",
+    lines += [f"- {run_name(r)} (commit {r['commit']}):", "", "  ```bash",
               f"  {r['command'] or '(not recorded)'}", "  ```", ""]
   return lines
 
@@ -305,12 +316,11 @@ def write_report(workdirs: Sequence[str], output: str,
   os.makedirs(os.path.join(output, "figures"), exist_ok=True)
   figures, taken = [], set()
   for r in records:
-    run = f"{r['dataset']} {r['model']} {r['experiment']}"
     name = _figure_name("confusion", r, taken)
     if metrics.plot_confusion(np.asarray(r["confusion_matrix"]),
                                r["class_names"],
                                os.path.join(output, "figures", name),
-                               title=f"{run} (test)"):
+                               title=f"{run_name(r)} (test)"):
       figures.append(name)
   curves = []
   for dataset in dict.fromkeys(r["dataset"] for r in records):

@@ -306,6 +306,28 @@ def test_a_distilled_run_is_compared_with_the_baseline_of_its_epochs(
   sentence, = report.comparisons([kd, base3, base5])
   assert f"against {100 * base3['test_acc']:.2f}% without" in sentence
   assert "epochs against" not in sentence
+  assert report.run_name(base3) == "raf_db student_c baseline, 3 epochs"
+  assert report.run_name(base5) == "raf_db student_c baseline, 5 epochs"
   sentence, = report.comparisons([kd, base5])
   assert f"against {100 * base5['test_acc']:.2f}% without" in sentence
   assert "; 3 epochs against 5)" in sentence
+
+
+def test_a_truncated_logits_file_is_named_by_its_path(tmp_path):
+  published = published_logits.path("fer2013")
+  broken = tmp_path / "broken.npz"
+  with open(published, "rb") as f:
+    broken.write_bytes(f.read(1000))
+  config = studentC.get_config("fer2013,exp=E6")
+  config.distill.teacher_logits = str(broken)
+  write_run(str(tmp_path / "E6"), config, 3, seed=5)
+  assert report.load_run(str(tmp_path / "E6"))["teacher"] == (
+      f"logits file {broken}")
+
+
+def test_a_damaged_run_file_is_one_clear_error(tmp_path):
+  write_run(str(tmp_path / "E6"), studentC.get_config("fer2013,exp=E6"), 3,
+            seed=6)
+  (tmp_path / "E6" / "eval_test.json").write_text("{")
+  with pytest.raises(UserError, match="eval_test.json .*damaged"):
+    report.load_run(str(tmp_path / "E6"))

@@ -172,7 +172,7 @@ def benchmark_model(name: str, opts: Options, mesh: jax.sharding.Mesh,
     if mode == "compile" and timeout < 1:
       result = torch_speed.collect(spec, lambda *_: None)
       result["note"] = "not measured: --deadline left no time"
-    else:
+    else:  # Only torch.compile's child process has a timeout.
       result = torch_speed.measure_mode(spec, timeout)
     frameworks[f"torch_{mode}"] = result
   _add_flops(record, frameworks, peak)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any
 
 from absl import app
@@ -91,11 +92,12 @@ def apply_default(config: config_dict.ConfigDict, own_logits: str) -> None:
                  "%s (%s).", found, describe(found))
 
 
-def _meta(logits_path: str) -> dict[str, Any]:
+def read_meta(logits_path: str) -> dict[str, Any]:
+  """A teacher-logits file's metadata; TeacherLogitsError if unreadable."""
   try:
     with np.load(logits_path, allow_pickle=False) as f:
       return json.loads(str(f["meta"]))
-  except (OSError, ValueError, KeyError) as e:
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
     raise TeacherLogitsError(f"{logits_path} is not a teacher-logits file "
                              f"({e}): export it with --mode=export_logits."
                              ) from e
@@ -149,7 +151,7 @@ def publish(teacher_workdir: str, folder: str | None = None,
         "(python -m mre_jax.main --mode=export_logits with a student config "
         f"naming --config.distill.teacher_workdir={teacher_workdir}).")
   info = run_provenance(teacher_workdir)
-  meta = _meta(source)
+  meta = read_meta(source)
   if (meta.get("dataset"), meta.get("teacher", {}).get("checkpoint_epoch")) != (
       info["dataset"], info["best_epoch"]):
     raise TeacherLogitsError(
@@ -161,8 +163,10 @@ def publish(teacher_workdir: str, folder: str | None = None,
   save_float16(source, target)
   info["logits_meta"] = meta
   info["logits_meta"]["teacher"].pop("workdir", None)  # A scratch path.
-  with open(os.path.splitext(target)[0] + ".json", "w") as f:
+  described = os.path.splitext(target)[0] + ".json"
+  with open(described + ".tmp", "w") as f:
     json.dump(info, f, indent=2)
+  os.replace(described + ".tmp", described)
   return target
 
 
