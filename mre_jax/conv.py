@@ -15,9 +15,9 @@ initialisers it is given), padding ``k // 2`` on every side, and a compute
   input meets only the kernel's centre: one product with it.
 * ``"taps"``, for few input and output channels: per kernel tap and input
   channel, the tap's view of that channel times the kernel's row, all summed
-  in one element-wise fusion, over chunks of the batch
-  (:mod:`mre_jax.batch_chunks`, so that the sum is computed once, not again
-  in each of its consumers).
+  in one element-wise fusion, written once (:mod:`mre_jax.written_once`, so
+  that the sum is not computed again in each of its consumers). A forward
+  form only: its gradients come from JAX's autodiff or another form.
 * ``"chunked"``, for the kernel's gradient only: XLA's, summed over chunks
   of the batch (:func:`chunk_size`).
 
@@ -91,7 +91,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from mre_jax import batch_chunks
+from mre_jax import written_once
 
 Dtype = Any
 IMPLEMENTATIONS = ("auto", "lax", "dot", "taps")
@@ -99,8 +99,7 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 # The CPU rule (module doc): the fewest input channels that take "dot", the
 # largest map (pixels) whose forward pass does, the most input and output
 # channels whose forward pass takes "taps", and the most values of one
-# kernel-gradient convolution's input and output (or of one chunk of
-# "taps"' output).
+# kernel-gradient convolution's input and output.
 DOT_MIN_CHANNELS = 32
 DOT_FORWARD_MAX_PIXELS = 64
 TAPS_MAX_IN_CHANNELS = 4
@@ -148,18 +147,21 @@ def conv_dot(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   return lax.dot_general(patches, kernel.reshape(-1, features), contract)
 
 
-def conv_taps(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """The convolution as a sum of broadcast products (module doc)."""
-  kh, kw, channels, features = kernel.shape
+def conv_taps(x: jax.Array, kernel: jax.Array, stride: int,
+              bias: jax.Array | None = None) -> jax.Array:
+  """The convolution as a sum of broadcast products (module doc), plus
+  ``bias`` if given, added in the same fusion (a pass of its own over the
+  output made student C's train step about 2% slower)."""
+  kh, kw, channels, _ = kernel.shape
 
   def taps(x):
     views = _padded_views(x, kernel.shape, stride)
     terms = [views[t][..., c:c + 1] * kernel[t // kw, t % kw, c]
              for t in range(kh * kw) for c in range(channels)]
-    return functools.reduce(operator.add, terms)
+    total = functools.reduce(operator.add, terms)
+    return total if bias is None else total + bias
 
-  h, w = (output_size(d, k, stride) for d, k in zip(x.shape[1:3], (kh, kw)))
-  return batch_chunks.map_chunks(taps, x, h * w * features, CHUNK_VALUES)
+  return written_once.once(taps, x, token=x)
 
 
 def kernel_grad_chunked(x: jax.Array, cotangent: jax.Array,
@@ -177,23 +179,39 @@ def kernel_grad_chunked(x: jax.Array, cotangent: jax.Array,
 _FUNCTIONS = {"lax": conv_lax, "dot": conv_dot, "taps": conv_taps}
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def conv_split(x: jax.Array, kernel: jax.Array, stride: int, forward: str,
-               input_gradient: str, kernel_gradient: str) -> jax.Array:
-  """The convolution computed by ``forward``, its gradients by the others."""
-  return _FUNCTIONS[forward](x, kernel, stride)
+def _biased(form: str, x: jax.Array, kernel: jax.Array, stride: int,
+            bias: jax.Array | None) -> jax.Array:
+  """The convolution computed by ``form``, plus ``bias`` if given."""
+  if form == "taps":
+    return conv_taps(x, kernel, stride, bias)
+  y = _FUNCTIONS[form](x, kernel, stride)
+  return y if bias is None else y + bias
 
 
-def _split_fwd(x, kernel, stride, forward, input_gradient, kernel_gradient):
-  y = conv_split(x, kernel, stride, forward, input_gradient, kernel_gradient)
-  return y, (x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def conv_split(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
+               stride: int, forward: str, input_gradient: str,
+               kernel_gradient: str) -> jax.Array:
+  """The convolution (plus ``bias`` if given) computed by ``forward``, its
+  gradients by the others."""
+  return _biased(forward, x, kernel, stride, bias)
+
+
+def _split_fwd(x, kernel, bias, stride, forward, input_gradient,
+               kernel_gradient):
+  y = conv_split(x, kernel, bias, stride, forward, input_gradient,
+                 kernel_gradient)
+  return y, (x, kernel, bias is not None)
 
 
 def _split_bwd(stride, forward, input_gradient, kernel_gradient, residuals,
                cotangent):
   """Transposes of the two linear maps: no primal product is recomputed."""
   del forward
-  x, kernel = residuals
+  if "taps" in (input_gradient, kernel_gradient):
+    raise ValueError('"taps" is a forward form only; its gradients are '
+                     'computed by "lax" or "dot"')
+  x, kernel, has_bias = residuals
   fn = _FUNCTIONS[input_gradient]
   (dx,) = jax.linear_transpose(lambda x: fn(x, kernel, stride), x)(cotangent)
   if kernel_gradient == "chunked":
@@ -201,7 +219,8 @@ def _split_bwd(stride, forward, input_gradient, kernel_gradient, residuals,
   else:
     fn = _FUNCTIONS[kernel_gradient]
     (dk,) = jax.linear_transpose(lambda k: fn(x, k, stride), kernel)(cotangent)
-  return dx, dk.astype(kernel.dtype)
+  db = jnp.sum(cotangent, axis=(0, 1, 2)) if has_bias else None
+  return dx, dk.astype(kernel.dtype), db
 
 
 conv_split.defvjp(_split_fwd, _split_bwd)
@@ -241,15 +260,16 @@ def choose(input_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
-           impl: str = "auto") -> jax.Array:
-  """NHWC x HWIO convolution padded by ``k // 2``, computed by ``impl``."""
+           impl: str = "auto", bias: jax.Array | None = None) -> jax.Array:
+  """NHWC x HWIO convolution padded by ``k // 2``, computed by ``impl``,
+  plus ``bias`` (features,) if given."""
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"impl={impl!r}; expected one of {IMPLEMENTATIONS}")
   plan = (choose(x.shape, kernel.shape, stride) if impl == "auto"
           else (impl,) * 3)
   if len(set(plan)) == 1:
-    return _FUNCTIONS[plan[0]](x, kernel, stride)
-  return conv_split(x, kernel, stride, *plan)
+    return _biased(plan[0], x, kernel, stride, bias)
+  return conv_split(x, kernel, bias, stride, *plan)
 
 
 class Conv(nn.Module):
@@ -274,4 +294,4 @@ class Conv(nn.Module):
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                               dtype=self.dtype)
-    return conv2d(x, kernel, self.stride, self.impl) + bias
+    return conv2d(x, kernel, self.stride, self.impl, bias)

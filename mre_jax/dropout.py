@@ -9,9 +9,9 @@ faster), so every round's counters and state go through memory: in student
 C's batch-64 train step the two stem masks took about 19 of 114 ms (2-core
 Zen 4). Here the same hash (Salmon et al., "Parallel random numbers: as easy
 as 1, 2, 3", 2011) is written out round by round in ``jax.numpy``, which XLA
-compiles into one fusion per chunk of the batch (:mod:`mre_jax.batch_chunks`,
-so that the mask is drawn once, not again in each of its users): 1.1 ms
-against JAX's 3.1 ms for one 64x32x32x8 mask alone.
+compiles into one fusion, written once (:mod:`mre_jax.written_once`, so
+that the mask is not drawn again in each of its users): 1.1 ms against
+JAX's 3.1 ms for one 64x32x32x8 mask alone.
 
 It applies when the key is a threefry2x32 key, JAX's
 ``jax_threefry_partitionable`` is on (the default) and 64-bit mode off. Then
@@ -31,12 +31,10 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from mre_jax import batch_chunks
+from mre_jax import written_once
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
-# Mask elements drawn per loop iteration (module doc).
-CHUNK_ELEMENTS = 2**16
 
 
 def threefry2x32(key: jax.Array, x1: jax.Array, x2: jax.Array
@@ -54,15 +52,11 @@ def threefry2x32(key: jax.Array, x1: jax.Array, x2: jax.Array
   return x1, x2
 
 
-def random_bits(key: jax.Array, shape: tuple[int, ...],
-                offset: jax.Array | int = 0) -> jax.Array:
-  """Rows of ``jax.random.bits(key, full_shape)`` (uint32) for a threefry2x32
-  ``key`` (raw uint32[2]) under partitionable threefry: ``shape``'s elements
-  from the full array's row-major element ``offset`` on. The full array has
-  fewer than 2^32 elements and the rows of ``shape`` (all axes but the
-  first) are its rows."""
+def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """``jax.random.bits(key, shape)`` (uint32) for a threefry2x32 ``key`` (raw
+  uint32[2]) under partitionable threefry, for fewer than 2^32 elements."""
   strides = np.cumprod((1,) + tuple(shape[:0:-1]), dtype=np.int64)[::-1]
-  index = jnp.full(shape, offset, jnp.uint32)
+  index = jnp.zeros(shape, jnp.uint32)
   for axis, stride in enumerate(strides):
     index = index + lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(
         stride)
@@ -97,16 +91,8 @@ def bernoulli(rng: jax.Array, p: float, shape: tuple[int, ...]) -> jax.Array:
       or not jax.config.jax_threefry_partitionable
       or jax.config.jax_enable_x64 or math.prod(shape) >= 2**32):
     return jax.random.bernoulli(rng, p, shape)
-  if len(shape) < 2:
-    return _below(random_bits(key, shape), p)
-  per_row = math.prod(shape[1:])
-
-  def draw(rows):
-    return _below(random_bits(key, (rows.shape[0],) + tuple(shape[1:]),
-                              rows[0] * np.uint32(per_row)), p)
-
-  rows = jnp.arange(shape[0], dtype=jnp.uint32)
-  return batch_chunks.map_chunks(draw, rows, per_row, CHUNK_ELEMENTS)
+  return written_once.once(lambda: _below(random_bits(key, shape), p),
+                          token=key)
 
 
 class Dropout(nn.Dropout):

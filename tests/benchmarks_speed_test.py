@@ -98,6 +98,24 @@ def test_report_prints_every_row(record):
       in report.format_report(timed)
 
 
+def test_report_flags_noisy_and_stolen_measurements(record):
+  noisy = json.loads(json.dumps(record))
+  train = noisy["models"]["student_c"]["jax"]["train"]["4"]
+  train.update(min_s=0.1, max_s=0.5, stolen_fraction=0.125)
+  text = report.format_report(noisy)
+  assert "JAX: noisy (slowest/fastest timed call > 2): train b4 (5.0x)" \
+      in text
+  assert "JAX: CPU time taken by the hypervisor > 2%: train b4 (12.5%)" \
+      in text
+  for result in noisy["models"]["student_c"].values():
+    if isinstance(result, dict):
+      for r in (*result.get("train", {}).values(),
+                *result.get("inference", {}).values()):
+        # As in records saved before steal time was recorded.
+        r.pop("stolen_fraction", None)
+  assert "hypervisor" not in report.format_report(noisy)
+
+
 def test_size_matches_parameter_count(record):
   model = record["models"]["student_c"]
   variables = models.abstract_variables(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from mre_jax.benchmarks import timing
@@ -24,6 +26,7 @@ class FakeClock:
 def clock(monkeypatch):
   fake = FakeClock()
   monkeypatch.setattr(timing.time, "perf_counter", fake)
+  monkeypatch.setattr(timing, "stolen_cpu_seconds", lambda: None)
   return fake
 
 
@@ -128,3 +131,25 @@ def test_jax_results_are_waited_for():
 def test_budget_rejects_bad_values(bad):
   with pytest.raises(ConfigError, match="--repeats"):
     timing.Budget(**bad)
+
+
+def test_stolen_share_of_the_cpus_time_is_recorded(clock, monkeypatch):
+  stolen = iter([10.0, 13.0])  # Before and after the timed calls.
+  monkeypatch.setattr(timing, "stolen_cpu_seconds", lambda: next(stolen))
+  monkeypatch.setattr(timing.os, "cpu_count", lambda: 2)
+  call, sync, _ = _calls(clock, [1.0] * 10)
+  measured = timing.time_calls(call, timing.Budget(repeats=5, warmup=1),
+                               sync)
+  # 3 CPU seconds stolen while 2 CPUs ran 5 s of timed calls.
+  assert measured.stolen_fraction == pytest.approx(0.3)
+  assert measured.asdict()["stolen_fraction"] == pytest.approx(0.3)
+
+
+def test_steal_time_is_read_from_linux_or_is_none():
+  stolen = timing.stolen_cpu_seconds()
+  if pathlib.Path("/proc/stat").exists():
+    assert stolen is not None and stolen >= 0
+    assert timing.stolen_cpu_seconds() >= stolen
+  else:
+    assert stolen is None
+

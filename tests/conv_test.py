@@ -38,7 +38,7 @@ def test_dot_form_equals_lax_and_its_gradients(size, cin, cout, k, stride):
   def value_and_grads(x, w):
     outs = {}
     for plan in [("lax", "lax", "lax")] + PLANS:
-      fn = lambda x, w: conv.conv_split(x, w, stride, *plan)
+      fn = lambda x, w: conv.conv_split(x, w, None, stride, *plan)
       y, vjp = jax.vjp(fn, x, w)
       outs[plan] = (y, *vjp(ct))
     return outs
@@ -129,12 +129,37 @@ def test_taps_only_for_few_channels(channels, features, forward):
   assert plan[0] == forward
 
 
-def test_taps_form_is_computed_once_in_batch_chunks():
-  x, w = _inputs(8, 3, 8, 3, batch=4)
-  text = jax.jit(lambda x, w: conv.conv_taps(x, w, 1)).lower(x, w).as_text()
-  assert "stablehlo.while" in text and "convolution" not in text
-  np.testing.assert_allclose(conv.conv_taps(x, w, 1), conv.conv_lax(x, w, 1),
-                             rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_taps_form_is_written_once_with_its_bias(batch):
+  x, w = _inputs(8, 3, 8, 3, batch=batch)
+  b = jax.random.normal(jax.random.key(3), (8,))
+  # The kernel and bias as constants, as the Predictor compiles them in.
+  compiled = jax.jit(lambda x: conv.conv_taps(x, w, 1, b)).lower(
+      x).compile().as_text()
+  assert "conditional(" in compiled and "convolution" not in compiled
+  np.testing.assert_allclose(conv.conv_taps(x, w, 1, b),
+                             conv.conv_lax(x, w, 1) + b, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_and_its_gradient_in_every_plan():
+  x, w = _inputs(5, 3, 8, 3)
+  b = jax.random.normal(jax.random.key(3), (8,))
+  ct = jax.random.normal(jax.random.key(2), conv.conv_lax(x, w, 2).shape)
+  expected = jax.vjp(lambda x, w, b: conv.conv_lax(x, w, 2) + b, x, w, b)
+  for plan in PLANS:
+    y, vjp = jax.vjp(lambda x, w, b: conv.conv_split(x, w, b, 2, *plan),
+                     x, w, b)
+    np.testing.assert_allclose(y, expected[0], rtol=1e-5, atol=1e-4)
+    for got, want in zip(vjp(ct), expected[1](ct)):
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4,
+                                 err_msg=plan)
+
+
+def test_taps_is_refused_as_a_gradient_form():
+  x, w = _inputs(4, 3, 8, 3)
+  fn = lambda x: conv.conv_split(x, w, None, 1, "lax", "taps", "lax")
+  with pytest.raises(ValueError, match="forward form only"):
+    jax.grad(lambda x: fn(x).sum())(x)
 
 
 def test_chunked_kernel_gradient_sums_every_chunk(monkeypatch):

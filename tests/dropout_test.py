@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mre_jax import batch_chunks
 from mre_jax import dropout
 
 
@@ -33,21 +32,21 @@ def test_same_output_and_gradient_as_flax(shape, make_key, rate):
   assert abs(dropped - rate) <= 4 * np.sqrt(rate * (1 - rate) / x.size)
 
 
-def test_bits_equal_jax_random_bits_from_any_offset():
+@pytest.mark.parametrize("shape", [(6, 5, 4), (3,), (2, 1, 7, 3)])
+def test_bits_equal_jax_random_bits(shape):
   key = jax.random.PRNGKey(3)
-  full = jax.random.bits(key, (6, 5, 4))
-  np.testing.assert_array_equal(dropout.random_bits(key, (6, 5, 4)), full)
-  np.testing.assert_array_equal(
-      dropout.random_bits(key, (2, 5, 4), offset=3 * 20), full[3:5])
+  np.testing.assert_array_equal(dropout.random_bits(key, shape),
+                                jax.random.bits(key, shape))
 
 
-def test_masks_are_drawn_in_chunks_of_the_batch():
+def test_mask_is_drawn_once_under_a_conditional():
   key = jax.random.PRNGKey(0)
-  text = jax.jit(lambda k: dropout.bernoulli(k, 0.8, (64, 32, 32, 8))).lower(
-      key).as_text()
-  assert "stablehlo.while" in text
-  rows = batch_chunks.chunk_rows(64, 32 * 32 * 8, dropout.CHUNK_ELEMENTS)
-  assert rows == 8
+  shape = (64, 32, 32, 8)
+  compiled = jax.jit(lambda k: dropout.bernoulli(k, 0.8, shape)).lower(
+      key).compile().as_text()
+  assert "conditional(" in compiled
+  np.testing.assert_array_equal(dropout.bernoulli(key, 0.8, shape),
+                                jax.random.bernoulli(key, 0.8, shape))
 
 
 def test_other_generators_use_jax_bernoulli():
@@ -82,16 +81,3 @@ def test_deterministic_and_edge_rates():
         {}, x, deterministic=False, rngs=rngs), expected)
   np.testing.assert_array_equal(dropout.Dropout(0.5).apply(
       {}, x, deterministic=True), x)
-
-
-@pytest.mark.parametrize("n,per_row,limit,rows", [
-    (64, 8192, 2**16, 8), (16, 8192, 2**16, 8), (64, 1, 2**16, 32),
-    (7, 10, 100, 1), (1, 10, 100, 1), (12, 10, 40, 4)])
-def test_chunks_divide_the_batch_in_at_least_two(n, per_row, limit, rows):
-  assert batch_chunks.chunk_rows(n, per_row, limit) == rows
-
-
-def test_map_chunks_equals_the_function_on_the_whole_batch():
-  x = jax.random.normal(jax.random.key(0), (12, 3, 2))
-  fn = lambda x: jnp.cumsum(x, axis=1) * 2.0
-  np.testing.assert_array_equal(batch_chunks.map_chunks(fn, x, 6, 24), fn(x))

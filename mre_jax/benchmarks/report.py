@@ -18,6 +18,8 @@ from mre_jax.errors import UserError
 
 # Measurements whose slowest timed call took this many times the fastest.
 NOISY_SPREAD = 2.0
+# Measurements during which the hypervisor took this share of the CPUs' time.
+NOISY_STOLEN = 0.02
 _TITLES = {"jax": "JAX", "torch_eager": "torch eager",
            "torch_compile": "torch.compile"}
 # Rows whose values are speeds, so JAX's speed-up is shown beside them.
@@ -92,12 +94,23 @@ def _header(model: dict[str, Any]) -> str:
       f"{fmt_flops(model['xla_forward_flops_per_image'])})")
 
 
+def _measurements(result: dict[str, Any]):
+  return [(f"{kind} b{batch}", r) for kind in ("train", "inference")
+          for batch, r in result.get(kind, {}).items()]
+
+
 def _noisy(result: dict[str, Any]) -> list[str]:
   """The measurements of ``result`` whose timed calls varied widely."""
-  return [f"{kind} b{batch} ({r['max_s'] / r['min_s']:.1f}x)"
-          for kind in ("train", "inference")
-          for batch, r in result.get(kind, {}).items()
+  return [f"{name} ({r['max_s'] / r['min_s']:.1f}x)"
+          for name, r in _measurements(result)
           if r["max_s"] > NOISY_SPREAD * r["min_s"]]
+
+
+def _stolen(result: dict[str, Any]) -> list[str]:
+  """The measurements of ``result`` that the hypervisor slowed down."""
+  return [f"{name} ({r['stolen_fraction']:.1%})"
+          for name, r in _measurements(result)
+          if (r.get("stolen_fraction") or 0.0) > NOISY_STOLEN]
 
 
 def _notes(model: dict[str, Any], columns: Sequence[str]) -> list[str]:
@@ -108,6 +121,10 @@ def _notes(model: dict[str, Any], columns: Sequence[str]) -> list[str]:
     if noisy:
       lines.append(f"  {_TITLES[c]}: noisy (slowest/fastest timed call > "
                    f"{NOISY_SPREAD:g}): {', '.join(noisy)}")
+    stolen = _stolen(model[c])
+    if stolen:
+      lines.append(f"  {_TITLES[c]}: CPU time taken by the hypervisor "
+                   f"> {NOISY_STOLEN:.0%}: {', '.join(stolen)}")
   return lines
 
 

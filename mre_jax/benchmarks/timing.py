@@ -3,11 +3,16 @@
 Warm-up calls (compilation, autotuning, clocks ramping up) are not timed, the
 device is synchronised before each clock read, and a measurement stops once
 its time budget is spent, so slow settings (large models on CPU) stay bounded.
+On a virtual machine, each measurement also records the share of the CPUs'
+time that the hypervisor gave to other guests meanwhile (Linux's steal
+time): on a shared machine that, not the code, is what often makes two runs
+of one measurement differ.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import time
 from typing import Any, Callable
@@ -56,11 +61,14 @@ class Budget:
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-  """Wall seconds of the timed calls of one measurement."""
+  """Wall seconds of the timed calls of one measurement, and the share of
+  the CPUs' time stolen by the hypervisor while they ran (None where the
+  system does not report it)."""
   median_s: float
   min_s: float
   max_s: float
   repeats: int
+  stolen_fraction: float | None = None
 
   def asdict(self) -> dict[str, float]:
     return dataclasses.asdict(self)
@@ -76,6 +84,7 @@ def time_calls(call: Callable[[int], Any], budget: Budget,
   """
   index = _warm_up(call, budget, sync)
   times, total = [], 0.0
+  stolen_before = stolen_cpu_seconds()
   while (len(times) < budget.repeats or total < budget.min_seconds) and (
       not times or total + times[-1] <= budget.max_seconds):
     start = time.perf_counter()
@@ -84,7 +93,30 @@ def time_calls(call: Callable[[int], Any], budget: Budget,
     total += times[-1]
     index += 1
   return Timing(median_s=statistics.median(times), min_s=min(times),
-                max_s=max(times), repeats=len(times))
+                max_s=max(times), repeats=len(times),
+                stolen_fraction=_stolen_fraction(stolen_before, total))
+
+
+def stolen_cpu_seconds() -> float | None:
+  """CPU seconds that the hypervisor has given to other guests since boot,
+  summed over this machine's CPUs (Linux's steal time), or None where the
+  system does not report it."""
+  try:
+    with open("/proc/stat", encoding="ascii") as f:
+      fields = f.readline().split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def _stolen_fraction(stolen_before: float | None,
+                     seconds: float) -> float | None:
+  """Stolen CPU time since ``stolen_before``, as a share of ``seconds`` of
+  all CPUs' time."""
+  stolen_after = stolen_cpu_seconds()
+  if stolen_before is None or stolen_after is None or seconds <= 0:
+    return None
+  return (stolen_after - stolen_before) / (seconds * (os.cpu_count() or 1))
 
 
 def _warm_up(call: Callable[[int], Any], budget: Budget,
