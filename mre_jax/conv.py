@@ -201,7 +201,7 @@ def _split_fwd(x, kernel, bias, stride, forward, input_gradient,
                kernel_gradient):
   y = conv_split(x, kernel, bias, stride, forward, input_gradient,
                  kernel_gradient)
-  return y, (x, kernel, bias is not None)
+  return y, (x, kernel, bias)
 
 
 def _split_bwd(stride, forward, input_gradient, kernel_gradient, residuals,
@@ -211,7 +211,7 @@ def _split_bwd(stride, forward, input_gradient, kernel_gradient, residuals,
   if "taps" in (input_gradient, kernel_gradient):
     raise ValueError('"taps" is a forward form only; its gradients are '
                      'computed by "lax" or "dot"')
-  x, kernel, has_bias = residuals
+  x, kernel, bias = residuals
   fn = _FUNCTIONS[input_gradient]
   (dx,) = jax.linear_transpose(lambda x: fn(x, kernel, stride), x)(cotangent)
   if kernel_gradient == "chunked":
@@ -219,7 +219,7 @@ def _split_bwd(stride, forward, input_gradient, kernel_gradient, residuals,
   else:
     fn = _FUNCTIONS[kernel_gradient]
     (dk,) = jax.linear_transpose(lambda k: fn(x, k, stride), kernel)(cotangent)
-  db = jnp.sum(cotangent, axis=(0, 1, 2)) if has_bias else None
+  db = None if bias is None else jnp.sum(cotangent, axis=(0, 1, 2))
   return dx, dk.astype(kernel.dtype), db
 
 

@@ -145,12 +145,24 @@ def test_bias_and_its_gradient_in_every_plan():
   x, w = _inputs(5, 3, 8, 3)
   b = jax.random.normal(jax.random.key(3), (8,))
   ct = jax.random.normal(jax.random.key(2), conv.conv_lax(x, w, 2).shape)
-  expected = jax.vjp(lambda x, w, b: conv.conv_lax(x, w, 2) + b, x, w, b)
+
+  @jax.jit
+  def value_and_grads(x, w, b):
+    outs = {}
+    for plan in [("lax", "lax", "lax")] + PLANS:
+      fn = lambda x, w, b: conv.conv_split(x, w, b, 2, *plan)
+      y, vjp = jax.vjp(fn, x, w, b)
+      outs[plan] = (y, *vjp(ct))
+    return outs
+
+  outs = value_and_grads(x, w, b)
+  y_lax = conv.conv_lax(x, w, 2)
+  np.testing.assert_allclose(outs["lax", "lax", "lax"][0], y_lax + b,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(outs["lax", "lax", "lax"][3],
+                             ct.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-4)
   for plan in PLANS:
-    y, vjp = jax.vjp(lambda x, w, b: conv.conv_split(x, w, b, 2, *plan),
-                     x, w, b)
-    np.testing.assert_allclose(y, expected[0], rtol=1e-5, atol=1e-4)
-    for got, want in zip(vjp(ct), expected[1](ct)):
+    for got, want in zip(outs[plan], outs["lax", "lax", "lax"]):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4,
                                  err_msg=plan)
 

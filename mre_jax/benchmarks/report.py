@@ -94,7 +94,9 @@ def _header(model: dict[str, Any]) -> str:
       f"{fmt_flops(model['xla_forward_flops_per_image'])})")
 
 
-def _measurements(result: dict[str, Any]):
+def _measurements(result: dict[str, Any]
+                  ) -> list[tuple[str, dict[str, Any]]]:
+  """``(name, result)`` of each train and inference measurement."""
   return [(f"{kind} b{batch}", r) for kind in ("train", "inference")
           for batch, r in result.get(kind, {}).items()]
 
