@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mre_jax import batch_norm
 from mre_jax import conv
 from mre_jax import dropout
 from mre_jax import paper
@@ -77,7 +78,8 @@ class TorchBatchNorm(nn.Module):
   Normalises with the biased batch variance, but, like PyTorch, updates the
   running variance with the unbiased one. Statistics are reduced over every
   axis but the last; under ``jax.jit`` with a batch sharded over a mesh this is
-  the global batch. Computed in float32 whatever the compute dtype.
+  the global batch. Computed in float32 whatever the compute dtype; in
+  training, with the gradient written out in :mod:`mre_jax.batch_norm`.
   """
   momentum: float = 0.1  # PyTorch convention: weight of the new batch.
   epsilon: float = 1e-5
@@ -94,9 +96,7 @@ class TorchBatchNorm(nn.Module):
                            lambda: jnp.ones((features,), jnp.float32))
     x32 = x.astype(jnp.float32)
     if train:
-      axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(x32, axes)
-      var = jnp.mean(jnp.square(x32 - mean), axes)
+      y, mean, var = batch_norm.normalize(x32, scale, bias, self.epsilon)
       if not self.is_initializing():
         n = math.prod(x.shape[:-1])
         unbiased = var * (n / max(n - 1, 1))
@@ -105,7 +105,7 @@ class TorchBatchNorm(nn.Module):
         ra_var.value = (1 - m) * ra_var.value + m * unbiased
     else:
       mean, var = ra_mean.value, ra_var.value
-    y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+      y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
     return y.astype(self.dtype)
 
 

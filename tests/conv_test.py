@@ -100,11 +100,13 @@ def test_auto_is_lax_off_the_cpu(size, channels):
 
 
 @pytest.mark.parametrize("batch,size,channels,expected", [
-    (2, 64, 3, ("taps", "lax", "lax")), (2, 32, 16, ("lax", "lax", "lax")),
-    (2, 2, 16, ("lax", "lax", "lax")), (2, 32, 32, ("lax", "dot", "dot")),
-    (2, 16, 64, ("lax", "dot", "dot")), (2, 8, 32, ("dot", "dot", "dot")),
-    (2, 2, 512, ("dot", "dot", "dot")), (32, 64, 3, ("taps", "lax", "chunked")),
-    (64, 16, 32, ("lax", "dot", "chunked"))])
+    (2, 64, 3, ("taps", "lax", "lax")), (2, 32, 8, ("lax", "lax", "lax")),
+    (2, 32, 16, ("lax", "lax", "dot")), (2, 2, 16, ("lax", "lax", "dot")),
+    (2, 32, 32, ("lax", "dot", "dot")), (2, 16, 64, ("lax", "dot", "dot")),
+    (2, 8, 32, ("dot", "dot", "dot")), (2, 2, 512, ("dot", "dot", "dot")),
+    (32, 64, 3, ("taps", "lax", "chunked")),
+    (64, 32, 8, ("lax", "lax", "chunked")),
+    (64, 16, 32, ("lax", "dot", "dot"))])
 def test_auto_follows_the_rule_on_the_cpu(batch, size, channels, expected):
   x = jnp.ones((batch, size, size, channels))
   w = jnp.ones((3, 3, channels, 8))
@@ -187,6 +189,18 @@ def test_chunked_kernel_gradient_sums_every_chunk(monkeypatch):
   # Leaving out any chunk changes the result.
   partial = conv.kernel_grad_chunked(x[:6], ct[:6], w.shape, 2)
   assert not np.allclose(partial, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,stride", [(1, 1), (1, 2), (5, 2)])
+def test_dot_kernel_gradient_equals_lax(size, stride):
+  x = jax.random.normal(jax.random.key(0), (3, size, size, 6))
+  w = jnp.zeros((3, 3, 6, 4))
+  ct = jax.random.normal(jax.random.key(2), conv.conv_lax(x, w, stride).shape)
+  (expected,) = jax.linear_transpose(lambda k: conv.conv_lax(x, k, stride),
+                                     w)(ct)
+  got = conv.kernel_grad_dot(x, ct, w.shape, stride)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+  assert np.abs(np.asarray(got)).sum() > 0
 
 
 def test_chunks_are_the_largest_power_of_two_within_the_limit():
