@@ -10,9 +10,13 @@ of the 42 ms of student C's batch-16 train step.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from mre_jax import written_once
 
 
 def _window_views(x: jax.Array) -> list[jax.Array]:
@@ -27,34 +31,40 @@ def _window_max(views: list[jax.Array]) -> jax.Array:
                      jnp.maximum(views[2], views[3]))
 
 
-@jax.custom_vjp
-def _max_pool(x: jax.Array) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool(x: jax.Array, odd: tuple[int, int]) -> jax.Array:
+  """The pool of ``x``, whose height and width leave ``odd`` rows and
+  columns out of the windows."""
+  del odd
   return _window_max(_window_views(x))
 
 
-def _max_pool_fwd(x):
-  y = _max_pool(x)
-  return y, (x, y)
+def _first_max(x: jax.Array) -> jax.Array:
+  """Each window's first maximum: its row-major window index (int8)."""
+  views = _window_views(x)
+  y = _window_max(views)
+  return jnp.where(views[0] == y, 0, jnp.where(
+      views[1] == y, 1, jnp.where(views[2] == y, 2, 3))).astype(jnp.int8)
 
 
-def _max_pool_bwd(residuals, cotangent):
-  """Each window's cotangent to its first maximum, written in place.
+def _max_pool_fwd(x, odd):
+  """The pool, and as residual each window's first maximum, found at the
+  pool's resolution and written once (:mod:`mre_jax.written_once`): one
+  byte per window kept instead of the input and output."""
+  return _max_pool(x, odd), written_once.once(_first_max, x, token=x)
 
-  The first maximum is the lowest row-major window index among the maxima.
-  Comparing each element's index with it at full resolution gives the
-  gradient in the input's own layout, with no stack or transpose to fuse.
-  """
-  x, y = residuals
-  n, h, w, c = x.shape
-  oh, ow = h // 2, w // 2
-  x = x[:, :2 * oh, :2 * ow].reshape(n, oh, 2, ow, 2, c)
-  y = y[:, :, None, :, None, :]
-  index = jnp.arange(4, dtype=jnp.int32).reshape(1, 1, 2, 1, 2, 1)
-  first = jnp.min(jnp.where(x == y, index, 4), axis=(2, 4), keepdims=True)
-  grad = jnp.where(index == first, cotangent[:, :, None, :, None, :],
+
+def _max_pool_bwd(odd, first, cotangent):
+  """Each window's cotangent to its first maximum, written in place:
+  comparing each element's window index with the first maximum's gives the
+  gradient in the input's own layout, with no stack or transpose to fuse."""
+  n, oh, ow, c = first.shape
+  index = jnp.arange(4, dtype=first.dtype).reshape(1, 1, 2, 1, 2, 1)
+  grad = jnp.where(index == first[:, :, None, :, None, :],
+                   cotangent[:, :, None, :, None, :],
                    jnp.zeros((), cotangent.dtype))
   grad = grad.reshape(n, 2 * oh, 2 * ow, c)
-  return (jnp.pad(grad, ((0, 0), (0, h - 2 * oh), (0, w - 2 * ow), (0, 0))),)
+  return (jnp.pad(grad, ((0, 0), (0, odd[0]), (0, odd[1]), (0, 0))),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -64,4 +74,4 @@ def max_pool_2x2(x: jax.Array, impl: str = "auto") -> jax.Array:
   """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (module doc)."""
   if impl == "lax" or (impl == "auto" and jax.default_backend() != "cpu"):
     return nn.max_pool(x, (2, 2), strides=(2, 2))
-  return _max_pool(x)
+  return _max_pool(x, (x.shape[1] % 2, x.shape[2] % 2))

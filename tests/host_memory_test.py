@@ -65,10 +65,12 @@ def test_freed_memory_is_reused_without_page_faults():
                     platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_large_step_buffers_are_reused_without_page_faults():
   # Run on JAX's worker thread, the 80 MiB temporary is mapped anew at each
-  # of the 10 steps (20,480 faults each with 4 KiB pages); run on the main
-  # thread, it comes from the main heap and is reused.
+  # of the 10 steps (20,480 faults each with 4 KiB pages, 40 with huge
+  # pages); run on the main thread, it comes from the main heap and is
+  # reused. Smaller buffers of the product's own threads may still fault
+  # (about 2,000 per step on a loaded 2-core machine, 10 on an idle one).
   assert _faults("default", _STEP_FAULTS) >= 10 * 40
-  assert _faults("keep", _STEP_FAULTS) < 1000
+  assert _faults("keep", _STEP_FAULTS) < 10 * 20480 // 2
 
 
 def test_does_nothing_off_linux(monkeypatch):

@@ -25,3 +25,13 @@ def test_max_pool_and_its_gradient_equal_nn_max_pool(shape):
   np.testing.assert_array_equal(outs["lax"][0], expected)
   for a, b in zip(outs["dot"], outs["lax"]):
     np.testing.assert_array_equal(a, b)
+
+
+def test_first_maxima_are_written_once_in_the_forward_pass():
+  # The residual (one byte per window) is a conditional's result, not fused
+  # into, and computed again in, the gradient's full-size select.
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(pooling.max_pool_2x2(x, "dot")
+                                            ** 2)))
+  compiled = grad.lower(x).compile().as_text()
+  assert "conditional(" in compiled and "s8[2,4,4,3]" in compiled
