@@ -6,11 +6,11 @@ shifted input) in the same operations. Its gradient is the textbook one,
 
   dx = scale * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)),
 
-which reads the input and the cotangent in one reduction (both sums) and
-one element-wise pass. JAX's derivative of the forward operations takes
-several reductions and element-wise passes over the full-size maps
-instead, and on the CPU a training step of the small students is bound by
-such passes over their first stage's maps.
+two sums over the input and the cotangent and one element-wise pass.
+JAX's derivative of the forward operations takes several reductions and
+element-wise passes over the full-size maps instead, and on the CPU a
+training step of the small students is bound by such passes over their
+first stage's maps.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _normalize_bwd(epsilon, residuals, cotangents):
   dscale = jnp.sum(dy * centred, axes) * rstd
   # Through y (the textbook formula), and through the mean and variance
   # returned (zero in training: only the running averages read them).
-  dx = (scale * rstd) * (dy - dbias / count - centred * (rstd * dscale / count))
+  dx = (scale * rstd) * (dy - dbias / count
+                         - centred * (rstd * dscale / count))
   dx = dx + dmean / count + centred * (2 * dvar / count)
   return dx, dscale, dbias
 

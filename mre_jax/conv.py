@@ -72,11 +72,12 @@ input's gradient when the input has at least 32 channels, and for the
 forward pass when it also has at most 8x8 pixels, ``"lax"`` otherwise; the
 kernel's gradient is ``"dot"`` from 16 input channels on, otherwise
 ``"chunked"`` when the batch has more than one chunk and ``"lax"`` when
-not. (The "dot" kernel gradient, written as one two-dimensional product,
-beat the chunks from 16 channels on, batch 16, ms: 32x32x16 -> 32 4.0
+not. The "dot" kernel gradient, written as one two-dimensional product,
+beat the chunks from 16 channels on (batch 16, ms: 32x32x16 -> 32 4.0
 against 7.8; 32x32x32 -> 64 12.4 against 29.9; 32x32x64 -> 128 32.5
-against 60.1. Below, on the RGB and 8-channel layers, it is slower.) (On 32x32 maps XLA's input
-gradient is the faster, third row; the rule does not use that yet.) An RGB
+against 60.1) and is slower below, on the RGB and 8-channel layers. On
+32x32 maps XLA's input gradient is the faster (third row); the rule does
+not use that yet. An RGB
 input is the exception: XLA's convolution of 3 channels to a few is slow at
 any size, and the forward pass of at most 4 input and 16 output channels
 is ``"taps"`` (64x64x3 -> 8, ms at batch 64 / 16 / 1: lax 15.5 / 4.3 /
