@@ -27,6 +27,14 @@ def _stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mean, jnp.mean(jnp.square(x - mean), axes)
 
 
+def affine(x: jax.Array, mean: jax.Array, var: jax.Array, scale: jax.Array,
+           bias: jax.Array, epsilon: float) -> jax.Array:
+  """``x`` normalised by ``mean`` and ``var``, times ``scale`` plus ``bias``:
+  the formula of training (batch statistics) and evaluation (running
+  averages) alike."""
+  return (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array,
               epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -34,8 +42,7 @@ def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array,
   every axis but the last, times ``scale`` plus ``bias`` (C,); the batch
   mean and biased variance (C,)."""
   mean, var = _stats(x)
-  y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
-  return y, mean, var
+  return affine(x, mean, var, scale, bias, epsilon), mean, var
 
 
 def _normalize_fwd(x, scale, bias, epsilon):

@@ -296,7 +296,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1,
     raise ValueError(f"impl={impl!r}; expected one of {IMPLEMENTATIONS}")
   plan = (choose(x.shape, kernel.shape, stride) if impl == "auto"
           else (impl,) * 3)
-  if len(set(plan)) == 1 and plan[0] != "dot":  # Autodiff does the same.
+  # One form throughout: JAX's derivative of it is the plan, except for
+  # "dot", whose kernel gradient is the product of kernel_grad_dot.
+  if len(set(plan)) == 1 and plan[0] != "dot":
     return _biased(plan[0], x, kernel, stride, bias)
   return conv_split(x, kernel, bias, stride, *plan)
 

@@ -42,8 +42,9 @@ _TOP_PAD = 256 * 2**20
 
 
 def keep_freed_memory() -> bool:
-  """Configures glibc's allocator as the module doc says; returns whether it
-  applied (True only on Linux with glibc)."""
+  """Configures glibc's allocator, and JAX to run CPU computations on the
+  calling thread, as the module doc says; returns whether it applied (True
+  only on Linux with glibc). Call it before JAX's first computation."""
   if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return False
   libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -104,8 +104,8 @@ class TorchBatchNorm(nn.Module):
         ra_mean.value = (1 - m) * ra_mean.value + m * mean
         ra_var.value = (1 - m) * ra_var.value + m * unbiased
     else:
-      mean, var = ra_mean.value, ra_var.value
-      y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+      y = batch_norm.affine(x32, ra_mean.value, ra_var.value, scale, bias,
+                            self.epsilon)
     return y.astype(self.dtype)
 
 
