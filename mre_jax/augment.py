@@ -5,7 +5,9 @@ and normalises; evaluation and inference use it alone) to the normalised
 float images ``(B, S, S, C)``:
 
 * a random affine warp, rotation by up to ``rotation`` degrees about the
-  centre and a shift by up to ``shift * S`` pixels per axis, as one bilinear
+  centre, a zoom by a factor in ``[1 - scale, 1 + scale]`` about it (scale
+  jitter: the detector's crops vary in size) and a shift by up to
+  ``shift * S`` pixels per axis, as one bilinear
   resample (four row gathers per pixel, cheap on every backend); pixels from
   outside the image take the value 0: after normalisation, the ImageNet mean
   colour;
@@ -48,30 +50,35 @@ class Augmentation:
     shift: largest shift per axis as a fraction of the image side.
     rotation: largest rotation in degrees, either way.
     erasing: probability of erasing one rectangle of an image.
+    scale: largest zoom away from 1, either way (0.1: factors 0.9-1.1).
   """
   shift: float = 0.0
   rotation: float = 0.0
   erasing: float = 0.0
+  scale: float = 0.0
 
   def __post_init__(self):
     for name, value, high in (("shift", self.shift, 0.5),
                               ("rotation", self.rotation, 180.0),
-                              ("erasing", self.erasing, 1.0)):
+                              ("erasing", self.erasing, 1.0),
+                              ("scale", self.scale, 0.5)):
       if not 0 <= value <= high:
         raise ConfigError(f"config.augment_{name}={value!r} is invalid: "
                           f"expected a value in [0, {high:g}] (0: off)")
 
   @classmethod
   def from_config(cls, config: Any) -> Augmentation:
-    """From a run's ``augment_shift``, ``augment_rotation`` and
-    ``augment_erasing`` fields."""
+    """From a run's ``augment_shift``, ``augment_rotation``,
+    ``augment_erasing`` and ``augment_scale`` fields (the last absent from
+    runs older than it: 0)."""
     return cls(shift=float(config.augment_shift),
                rotation=float(config.augment_rotation),
-               erasing=float(config.augment_erasing))
+               erasing=float(config.augment_erasing),
+               scale=float(config.get("augment_scale", 0.0)))
 
   @property
   def warps(self) -> bool:
-    return self.shift > 0 or self.rotation > 0
+    return self.shift > 0 or self.rotation > 0 or self.scale > 0
 
   @property
   def enabled(self) -> bool:
@@ -97,19 +104,28 @@ def random_affine(rng: jax.Array, batch_size: int, image_size: int,
   return angles, shifts
 
 
-def affine(images: jax.Array, angles: jax.Array, shifts: jax.Array,
-           fill: float = FILL) -> jax.Array:
-  """Rotates each image about its centre, then shifts it; bilinear.
+def random_scales(rng: jax.Array, batch_size: int,
+                  scale: float) -> jax.Array:
+  """float32 (B,) zoom factors, uniform in ``[1 - scale, 1 + scale]``."""
+  return jax.random.uniform(rng, (batch_size,), jnp.float32, 1 - scale,
+                            1 + scale)
 
-  Output pixel ``p`` takes the input at ``R(-angle) (p - c - shift) + c``
-  (``c`` the centre), so a pattern at ``q`` moves to ``q + shift``; a zero
-  angle and an integer shift move pixels exactly. Samples outside the image
-  read ``fill``.
+
+def affine(images: jax.Array, angles: jax.Array, shifts: jax.Array,
+           fill: float = FILL, scales: jax.Array | None = None) -> jax.Array:
+  """Rotates and zooms each image about its centre, then shifts it; bilinear.
+
+  Output pixel ``p`` takes the input at ``R(-angle) (p - c - shift) / zoom +
+  c`` (``c`` the centre), so a pattern at ``q`` moves to ``q + shift``; a
+  zero angle, no zoom and an integer shift move pixels exactly. Samples
+  outside the image read ``fill``.
 
   Args:
     images: float (B, H, W, C).
     angles: (B,) radians, clockwise as displayed (y pointing down).
     shifts: (B, 2) pixels, (down, right).
+    fill: the value of samples outside the image.
+    scales: (B,) zoom factors (above 1 enlarges the face); None: 1.
   """
   b, h, w, c = images.shape
   ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
@@ -117,6 +133,8 @@ def affine(images: jax.Array, angles: jax.Array, shifts: jax.Array,
   cy, cx = (h - 1) / 2, (w - 1) / 2
   cos = jnp.cos(angles)[:, None, None]
   sin = jnp.sin(angles)[:, None, None]
+  if scales is not None:
+    cos, sin = cos / scales[:, None, None], sin / scales[:, None, None]
   dy = ys - cy - shifts[:, 0, None, None]
   dx = xs - cx - shifts[:, 1, None, None]
   src_y = cos * dy - sin * dx + cy
@@ -189,7 +207,13 @@ def apply(images: jax.Array, rng: jax.Array, augmentation: Augmentation,
   if augmentation.warps:
     angles, shifts = random_affine(warp_rng, batch, size, augmentation.shift,
                                    augmentation.rotation)
-    images = affine(images, constrain(angles), constrain(shifts))
+    # Drawn from a stream of its own, so that runs without scale jitter
+    # keep their warps.
+    scales = (constrain(random_scales(jax.random.fold_in(warp_rng, 2), batch,
+                                      augmentation.scale))
+              if augmentation.scale > 0 else None)
+    images = affine(images, constrain(angles), constrain(shifts),
+                    scales=scales)
   if augmentation.erasing > 0:
     boxes = random_boxes(erase_rng, batch, size, augmentation.erasing)
     images = erase(images, constrain(boxes))

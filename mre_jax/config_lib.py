@@ -144,12 +144,6 @@ def validate(config: config_dict.ConfigDict) -> None:
   _check(c.warmup_epochs >= 0, "warmup_epochs", c.warmup_epochs, ">= 0")
   _check(0 <= c.label_smoothing < 1, "label_smoothing", c.label_smoothing,
          "in [0, 1)")
-  if c.label_smoothing and c.class_weighted_loss:
-    raise ConfigError(
-        f"label_smoothing={c.label_smoothing} with class_weighted_loss=True: "
-        "PyTorch's smoothing term weights every class by its class weight, "
-        "which pulls every example towards the rare classes; set "
-        "--config.class_weighted_loss=False or --config.label_smoothing=0.")
   augment.Augmentation.from_config(c)  # Checks the augment_* fields.
   _check(c.plateau.metric in ("val_loss", "val_accuracy"), "plateau.metric",
          c.plateau.metric, "val_loss or val_accuracy")

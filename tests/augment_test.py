@@ -86,9 +86,29 @@ def test_random_affine_stays_in_range():
   assert np.abs(shifts).max() > 6.0
 
 
+def test_zoom_scales_a_pattern_about_the_centre():
+  """A square of side 4 at the centre of a 16x16 image, zoomed 2x, covers a
+  square of side about 8; zooming out halves it. Scales of 1 change
+  nothing, and the warp stream without scale jitter is unchanged."""
+  images = np.zeros((2, 16, 16, 1), np.float32)
+  images[:, 6:10, 6:10] = 1.0
+  none = np.zeros(2, np.float32)
+  out = np.asarray(affine(images, none, np.zeros((2, 2), np.float32),
+                          scales=np.asarray([2.0, 0.5], np.float32)))
+  assert 50 <= (out[0] > 0.5).sum() <= 80
+  assert 2 <= (out[1] > 0.5).sum() <= 6
+  np.testing.assert_allclose(out[0], out[0, ::-1], atol=1e-6)
+  same = affine(images, none, np.zeros((2, 2), np.float32),
+                scales=np.ones(2, np.float32))
+  np.testing.assert_array_equal(same, images)
+  scales = augment.random_scales(jax.random.key(0), 256, 0.1)
+  assert 0.9 <= float(scales.min()) < 0.92 and 1.08 < float(scales.max()) <= 1.1
+
+
 def test_apply_is_deterministic_keeps_shape_and_off_is_identity():
   images = _images()
-  full = augment.Augmentation(shift=0.1, rotation=10.0, erasing=0.5)
+  full = augment.Augmentation(shift=0.1, rotation=10.0, erasing=0.5,
+                              scale=0.1)
   run = jax.jit(lambda x, rng: augment.apply(x, rng, full))
   first = run(images, jax.random.key(1))
   assert first.shape == images.shape and first.dtype == images.dtype
@@ -100,7 +120,7 @@ def test_apply_is_deterministic_keeps_shape_and_off_is_identity():
 
 
 @pytest.mark.parametrize("field,value", [
-    ("shift", 0.6), ("rotation", -1.0), ("erasing", 1.5)])
+    ("shift", 0.6), ("rotation", -1.0), ("erasing", 1.5), ("scale", 0.7)])
 def test_bad_strengths_name_the_field(field, value):
   with pytest.raises(ConfigError, match=f"config.augment_{field}="):
     augment.Augmentation(**{field: value})

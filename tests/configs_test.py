@@ -173,6 +173,7 @@ def test_bad_arguments_are_rejected(name, arg, message):
     ("recipe", "fancy"), ("lr_schedule", "step"), ("warmup_epochs", -1),
     ("label_smoothing", 1.0), ("augment_shift", 0.7),
     ("augment_rotation", 200.0), ("augment_erasing", -0.1),
+    ("augment_scale", 0.6),
 ])
 def test_bad_values_name_the_field(field, value):
   config = load("teacher")
@@ -182,12 +183,14 @@ def test_bad_values_name_the_field(field, value):
     config_lib.validate(config)
 
 
-def test_smoothing_with_class_weights_is_refused():
-  config = load("studentC", "raf_db,baseline,recipe=improved")
-  config_lib.validate(config)
-  config.class_weighted_loss = True
-  with pytest.raises(ConfigError, match="class_weighted_loss=False"):
-    config_lib.validate(config)
+def test_balanced_recipe_is_improved_with_class_weights_and_zoom():
+  improved = load("studentC", "raf_db,baseline,recipe=improved")
+  balanced = load("studentC", "raf_db,baseline,recipe=balanced")
+  config_lib.validate(balanced)
+  changed = {k for k, v in balanced.items() if improved[k] != v}
+  assert changed == {"recipe", "class_weighted_loss", "augment_scale"}
+  assert balanced.class_weighted_loss and balanced.label_smoothing == 0.1
+  assert balanced.augment_scale == 0.1 and improved.augment_scale == 0
 
 
 def test_student_without_teacher_is_rejected():

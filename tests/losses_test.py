@@ -102,28 +102,37 @@ def test_label_smoothing_mixes_in_the_uniform_distribution():
                                                                 labels)))
 
 
-def test_weighted_label_smoothing_matches_pytorch():
+def test_weighted_label_smoothing_keeps_each_examples_weight():
+  """The weighted mean of PyTorch's per-example smoothed losses: each example
+  weighted by its own target's class weight only."""
   rng = np.random.default_rng(4)
   logits = rng.normal(size=(6, 7)).astype(np.float32)
   labels = np.array([0, 1, 1, 3, 6, 6])
   weights = np.linspace(0.5, 2.0, 7).astype(np.float32)
   eps = 0.2
   log_p = np.log(_softmax(logits))
-  nll = -log_p[np.arange(6), labels]
-  total = np.sum(weights[labels])
-  expected = ((1 - eps) * np.sum(weights[labels] * nll) / total +
-              eps / 7 * np.sum(-log_p * weights) / total)
+  per_example = ((1 - eps) * -log_p[np.arange(6), labels] +
+                 eps * np.mean(-log_p, axis=-1))
+  expected = np.sum(weights[labels] * per_example) / np.sum(weights[labels])
   got = losses.cross_entropy(logits, labels, weights, label_smoothing=eps)
   assert float(got) == pytest.approx(expected, rel=1e-5)
+  # Not PyTorch's weighted smoothing, whose smoothing term weights every
+  # class by its weight.
+  pytorch_form = ((1 - eps) * np.sum(weights[labels] * -log_p[np.arange(6),
+                                                             labels]) +
+                  eps / 7 * np.sum(-log_p * weights)) / np.sum(
+                      weights[labels])
+  assert float(got) != pytest.approx(pytorch_form, rel=1e-3)
   mask = np.array([1, 1, 1, 1, 0, 0], bool)
   masked = losses.cross_entropy(logits, labels, weights, mask, eps)
   assert float(masked) == pytest.approx(float(losses.cross_entropy(
       logits[:4], labels[:4], weights, label_smoothing=eps)), rel=1e-6)
   torch = pytest.importorskip("torch")
-  reference = torch.nn.CrossEntropyLoss(
-      weight=torch.tensor(weights), label_smoothing=eps)(
-          torch.tensor(logits), torch.tensor(labels))
-  assert float(got) == pytest.approx(float(reference), rel=1e-5)
+  reference = torch.nn.CrossEntropyLoss(label_smoothing=eps,
+                                        reduction="none")(
+      torch.tensor(logits), torch.tensor(labels)).numpy()
+  assert float(got) == pytest.approx(
+      np.sum(weights[labels] * reference) / np.sum(weights[labels]), rel=1e-5)
 
 
 def test_label_smoothing_leaves_the_kd_term_alone():

@@ -29,33 +29,30 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
                   class_weights: jax.Array | None = None,
                   mask: jax.Array | None = None,
                   label_smoothing: float = 0.0) -> jax.Array:
-  """Weighted-mean cross-entropy, as ``torch.nn.CrossEntropyLoss(weight=w,
-  label_smoothing=eps)``.
+  """Weighted-mean cross-entropy, as ``torch.nn.CrossEntropyLoss(weight=w)``.
 
   Each example's loss is scaled by its target's weight ``w[y_i]`` and the sum is
   divided by the sum of those weights (not by the batch size). Without
-  ``class_weights`` this is the plain mean. With ``eps > 0`` (K classes) the
-  loss is PyTorch's ``(1 - eps) * CE + eps / K * sum_i sum_k w_k *
-  -log p_ik / sum_i w[y_i]``: without weights, the cross-entropy against the
-  target mixed with the uniform distribution, ``(1 - eps) * onehot + eps/K``.
+  ``class_weights`` this is the plain mean. With ``eps > 0`` (K classes) each
+  example's loss is the cross-entropy against its target mixed with the
+  uniform distribution, ``(1 - eps) * onehot + eps/K`` (PyTorch's
+  ``label_smoothing=eps``), and the weighted mean is taken of those. With
+  class weights this differs from PyTorch on purpose: PyTorch weights the
+  smoothing term of every example by every class's weight, which pulls every
+  face towards the rare classes (on RAF-DB it kept a model below chance);
+  here each example keeps its own target's weight.
   """
   logits = logits.astype(jnp.float32)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+  if label_smoothing:
+    uniform = -jnp.mean(log_probs, axis=-1)
+    nll = (1 - label_smoothing) * nll + label_smoothing * uniform
   weights = _as_mask(mask, logits.shape[0])
   if class_weights is not None:
     weights = weights * jnp.asarray(class_weights, jnp.float32)[labels]
   total = jnp.maximum(jnp.sum(weights), 1e-12)
-  loss = jnp.sum(weights * nll) / total
-  if not label_smoothing:
-    return loss
-  per_class = -log_probs
-  if class_weights is not None:
-    per_class = per_class * jnp.asarray(class_weights, jnp.float32)
-  valid = _as_mask(mask, logits.shape[0])
-  smooth = jnp.sum(valid * jnp.sum(per_class, axis=-1)) / total
-  num_classes = logits.shape[-1]
-  return (1 - label_smoothing) * loss + label_smoothing / num_classes * smooth
+  return jnp.sum(weights * nll) / total
 
 
 def distillation_kl(student_logits: jax.Array, teacher_logits: jax.Array,
