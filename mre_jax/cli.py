@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from absl import flags
 
@@ -58,3 +58,20 @@ def parse_or_fail(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     sys.exit(error(e, flags.FLAGS))
+
+
+def command(define_flags: Callable[[], flags.FlagValues], doc: str,
+            body: Callable[[flags.FlagValues], int | None],
+            argv: Sequence[str] | None = None) -> int:
+  """Parses ``argv`` (default ``sys.argv``) into ``define_flags()``'s flags
+  and runs ``body`` on them; returns the exit status (``body``'s, 0 if it
+  returns None, or 2 after a one-line error)."""
+  argv = list(sys.argv if argv is None else argv)
+  fv = define_flags()
+  status = parse(fv, argv, doc)
+  if status is not None:
+    return status
+  try:
+    return body(fv) or 0
+  except UserError as e:
+    return error(e, fv)

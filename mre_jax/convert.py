@@ -370,23 +370,19 @@ def _define_flags() -> flags.FlagValues:
   return fv
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the CLI on ``argv`` (program name first); returns the exit status."""
-  argv = list(sys.argv if argv is None else argv)
-  fv = _define_flags()
-  status = cli.parse(fv, argv, __doc__)
-  if status is not None:
-    return status
-  try:
-    result = import_checkpoint(
-        fv.torch_checkpoint, fv.model, fv.workdir, fv.num_classes,
-        fv.image_size, int(fv.channels) if fv.channels else None)
-  except UserError as e:
-    return cli.error(e, fv)
+def _run(fv: flags.FlagValues) -> int:
+  result = import_checkpoint(
+      fv.torch_checkpoint, fv.model, fv.workdir, fv.num_classes,
+      fv.image_size, int(fv.channels) if fv.channels else None)
   print(f"wrote {result.checkpoint}: model {fv.model!r}, "
         f"{result.num_params:,} parameters and {result.num_batch_stats:,} "
         f"BatchNorm statistics from {os.path.abspath(fv.torch_checkpoint)}")
   return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the CLI on ``argv`` (program name first); returns the exit status."""
+  return cli.command(_define_flags, __doc__, _run, argv)
 
 
 if __name__ == "__main__":

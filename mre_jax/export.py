@@ -45,7 +45,7 @@ from mre_jax import checkpoint_integrity
 from mre_jax import checkpointing
 from mre_jax import cli
 from mre_jax import models
-from mre_jax.errors import ExportError, UserError
+from mre_jax.errors import ExportError
 from mre_jax.inference import exported as exported_lib
 from mre_jax.inference.predictor import Predictor
 
@@ -198,18 +198,8 @@ def _define_flags() -> flags.FlagValues:
   return fv
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the CLI on ``argv`` (program name first); returns the exit status."""
-  argv = list(sys.argv if argv is None else argv)
-  fv = _define_flags()
-  status = cli.parse(fv, argv, __doc__)
-  if status is not None:
-    return status
-  try:
-    metadata = export_model(fv.workdir, fv.output, fv.checkpoint,
-                            fv.platforms)
-  except UserError as e:
-    return cli.error(e, fv)
+def _run(fv: flags.FlagValues) -> int:
+  metadata = export_model(fv.workdir, fv.output, fv.checkpoint, fv.platforms)
   model, source = metadata["model"], metadata["source"]
   print(f"wrote {os.path.abspath(fv.output)}: {model['name']} "
         f"({model['num_params']:,} parameters, {len(model['class_names'])} "
@@ -217,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{', '.join(metadata['platforms'])}. Load it with "
         "mre_jax.inference.exported.ExportedModel.load.")
   return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the CLI on ``argv`` (program name first); returns the exit status."""
+  return cli.command(_define_flags, __doc__, _run, argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
-"""The emotion classifier of an analysis: a workdir or an exported file.
+"""The emotion classifier of an analysis: a shipped model, a workdir or an
+exported file.
 
 :func:`load` is the one place that turns ``--model`` into a classifier
-(:func:`mre_jax.inference.load_classifier`: a ``Predictor`` for a training
-workdir, an ``ExportedModel`` for a file written by ``python -m
-mre_jax.export``); :func:`describe` says which model it is for the summary.
+(:func:`mre_jax.inference.load_classifier`: a ``Predictor`` for a shipped
+model or a training workdir, an ``ExportedModel`` for a file written by
+``python -m mre_jax.export``); :func:`describe` says which model it is for
+the summary.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from typing import Any
 import jax
 
 from mre_jax import inference
+from mre_jax import pretrained
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
 
 
-def load(path: str, batch_size: int = 64):
-  """The classifier at ``path``; a clear UserError if there is none."""
-  if not os.path.exists(path):
+def load(path: str | None, batch_size: int = 64):
+  """The classifier at ``path`` (None: :data:`mre_jax.pretrained.DEFAULT`);
+  a clear UserError if there is none."""
+  path = path or pretrained.DEFAULT
+  if not os.path.exists(path) and not pretrained.is_name(path):
     raise AnalysisError(
-        f"--model {path} does not exist: give a training workdir (with "
+        f"--model {path} does not exist: give a shipped model's name (python "
+        "-m mre_jax.pretrained lists them), a training workdir (with "
         "checkpoints/) or a file written by python -m mre_jax.export")
   return inference.load_classifier(path, batch_size=batch_size)
 
@@ -47,6 +53,15 @@ def describe(classifier: Any, path: str | None) -> dict[str, Any]:
                           "class_names": list(classifier.class_names),
                           "image_size": int(classifier.image_size),
                           "channels": getattr(classifier, "channels", None)}
+  card = getattr(classifier, "card", None)
+  if isinstance(card, dict):  # A shipped model.
+    info.update(kind="shipped", name=card["model"]["name"],
+                params=card["model"]["num_params"], shipped=card["name"],
+                dataset=card["dataset"]["name"],
+                test_accuracy=card["accuracy"]["test"]["accuracy"],
+                checkpoint={"commit": card["training"]["commit"],
+                            "epoch": card["training"]["best_epoch"]})
+    return info
   metadata = getattr(classifier, "metadata", None)
   if isinstance(metadata, dict):  # An exported file.
     model = metadata.get("model", {})

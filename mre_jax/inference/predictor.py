@@ -47,6 +47,9 @@ class Predictor:
   class_names: tuple[str, ...]
   batch_size: int = 64
   channels: int | None = None  # Of the training images; None: keep input's.
+  # A shipped model's card (mre_jax.pretrained); None for a workdir's.
+  card: dict[str, Any] | None = dataclasses.field(default=None, compare=False,
+                                                  repr=False)
 
   @classmethod
   def from_workdir(cls, workdir: str, which: str | int = "best",

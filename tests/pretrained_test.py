@@ -1,0 +1,174 @@
+"""Shipped models: publishing a run, loading it by name, re-measuring it.
+
+A tiny trained student is published into a temporary folder, so every path
+of publishing and loading runs on a real model; the models that come with
+the package are then loaded and re-measured on the real datasets (skipped
+where those are absent).
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from mre_jax import inference
+from mre_jax import pretrained
+from mre_jax.analysis import classifier as analysis_classifier
+from mre_jax.errors import UserError
+from mre_jax.inference.predictor import Predictor
+from mre_jax.pretrained import __main__ as cli
+from mre_jax.pretrained import measure
+from mre_jax.pretrained import publish
+
+NAME = "student_c-synthetic"
+
+
+@pytest.fixture(scope="module")
+def shipped(baseline_run, data_dir, tmp_path_factory):
+  """``baseline_run`` published as NAME into a folder of its own."""
+  folder = str(tmp_path_factory.mktemp("pretrained"))
+  card = publish.publish(baseline_run[0], NAME, data_dir, "", folder)
+  return folder, card
+
+
+def test_card_records_the_run_and_the_shipped_weights(shipped, baseline_run):
+  folder, card = shipped
+  assert pretrained.names(folder) == (NAME,)
+  assert card == pretrained.card(NAME, folder)
+  assert card["model"]["name"] == "student_c" and card["model"]["width"] == 4
+  assert card["preprocessing"]["image_size"] == 16
+  assert card["dataset"]["name"] == "synthetic_faces"
+  for split in ("validation", "test", "test_flip"):
+    assert 0 <= card["accuracy"][split]["accuracy"] <= 1
+    assert len(card["accuracy"][split]["per_class_accuracy"]) == 7
+  training = card["training"]
+  assert training["epochs"] == 1 and training["best_epoch"] == 1
+  assert training["experiment"] == "baseline" and training["commit"]
+  with np.load(os.path.join(folder, NAME + ".npz")) as f:
+    dtypes = {f[k].dtype for k in f.files}
+  assert dtypes == {np.dtype(card["weights"]["dtype"])}
+  # float16 only when test accuracy moves by less than the tolerance.
+  change = abs(training["float16_test_accuracy_change"])
+  assert (card["weights"]["dtype"] == "float16") == (
+      change < publish.FLOAT16_TOLERANCE)
+
+
+def test_loaded_by_name_it_predicts_as_the_workdir(shipped, baseline_run):
+  folder, card = shipped
+  model = pretrained.load(NAME, folder=folder)
+  reference = Predictor.from_workdir(baseline_run[0])
+  rng = np.random.default_rng(0)
+  faces = rng.integers(0, 256, (12, 20, 20, 3), dtype=np.uint8)
+  got, expected = model.probabilities(faces), reference.probabilities(faces)
+  atol = 1e-5 if card["weights"]["dtype"] == "float32" else 2e-2
+  np.testing.assert_allclose(got, expected, atol=atol)
+  assert model.card["name"] == NAME
+  described = analysis_classifier.describe(model, None)
+  assert described["kind"] == "shipped" and described["dataset"] == (
+      "synthetic_faces")
+  assert described["test_accuracy"] == card["accuracy"]["test"]["accuracy"]
+
+
+def test_verification_agrees_with_the_card(shipped, data_dir):
+  folder, _ = shipped
+  text, ok = cli.verification(NAME, data_dir, "", folder)
+  assert ok, text
+  assert "every accuracy agrees" in text and "test_flip" in text
+
+
+def test_verification_reports_a_disagreement(shipped, data_dir, tmp_path):
+  folder = str(tmp_path)
+  for ext in (".npz", ".json"):
+    shutil.copy(os.path.join(shipped[0], NAME + ext), folder)
+  path = os.path.join(folder, NAME + ".json")
+  card = json.loads(open(path).read())
+  card["accuracy"]["test"]["accuracy"] += 0.05
+  with open(path, "w") as f:
+    json.dump(card, f)
+  text, ok = cli.verification(NAME, data_dir, "", folder)
+  assert not ok and "<- differs" in text
+  assert cli.main(["pretrained", f"--verify={NAME}", f"--data_dir={data_dir}",
+                   f"--folder={folder}"]) == 1
+
+
+def test_damaged_or_unknown_models_are_one_clear_error(shipped, tmp_path,
+                                                       capsys):
+  with pytest.raises(UserError, match="not a shipped model.*" + NAME):
+    pretrained.load("student_z-fer2013", folder=shipped[0])
+  folder = str(tmp_path)
+  for ext in (".npz", ".json"):
+    shutil.copy(os.path.join(shipped[0], NAME + ext), folder)
+  with open(os.path.join(folder, NAME + ".npz"), "r+b") as f:
+    f.seek(100)
+    f.write(b"\0" * 16)
+  with pytest.raises(UserError, match="checksum"):
+    pretrained.load(NAME, folder=folder)
+  with open(os.path.join(folder, NAME + ".json"), "w") as f:
+    f.write("{")
+  assert cli.main(["pretrained", f"--verify={NAME}",
+                   f"--folder={folder}"]) == 2
+  assert "model card" in capsys.readouterr().err
+
+
+def test_publishing_again_replaces_both_files_whole(shipped, baseline_run,
+                                                    data_dir):
+  folder, card = shipped
+  again = publish.publish(baseline_run[0], NAME, data_dir, "", folder)
+  assert again["weights"] == card["weights"]
+  assert sorted(os.listdir(folder)) == [NAME + ".json", NAME + ".npz"]
+  with pytest.raises(UserError, match="--name"):
+    publish.publish(baseline_run[0], "../x", data_dir, "", folder)
+
+
+def test_listing_names_each_model_with_its_accuracy(shipped, capsys):
+  folder, card = shipped
+  assert cli.main(["pretrained", f"--folder={folder}"]) == 0
+  out = capsys.readouterr().out
+  assert NAME in out and "synthetic_faces" in out
+  assert f"{100 * card['accuracy']['test']['accuracy']:.2f}" in out
+
+
+def test_the_packages_models_load_by_name_without_training_code():
+  """Each model that comes with the package loads from its name alone,
+  through load_classifier, and classifies faces of its image size."""
+  names = pretrained.names()
+  if not names:
+    pytest.skip("no shipped models in this checkout")
+  assert pretrained.DEFAULT in names
+  for name in names:
+    model = inference.load_classifier(name)
+    card = model.card
+    size = card["preprocessing"]["image_size"]
+    faces = np.zeros((2, size, size, 3), np.uint8)
+    probs = model.probabilities(faces)
+    assert probs.shape == (2, 7)
+    np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
+    mean = card["accuracy"]["test"]["mean_class_accuracy"]
+    assert card["accuracy"]["test"]["accuracy"] - mean <= 0.08, name
+
+
+@pytest.mark.parametrize("dataset,folder", [("fer2013", "fer2013"),
+                                            ("raf_db", "rafdb")])
+def test_the_packages_models_agree_with_their_cards_on_the_real_data(
+    real_data_dir, tmp_path_factory, dataset, folder):
+  names = [n for n in pretrained.names()
+           if pretrained.card(n)["dataset"]["name"] == dataset]
+  if not names:
+    pytest.skip(f"no shipped {dataset} model in this checkout")
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  for name in names:
+    text, ok = cli.verification(name, data_dir,
+                                str(real_data_dir / folder))
+    assert ok, text
+
+
+def test_measure_compares_every_class():
+  stated = {"test": {"accuracy": 0.5, "mean_class_accuracy": 0.4,
+                     "per_class_accuracy": {"happy": 0.9, "fear": None}}}
+  same = measure.differences(stated, stated)
+  assert len(same) == 4 and measure.agree(same)
+  moved = {"test": {"accuracy": 0.5, "mean_class_accuracy": 0.4,
+                    "per_class_accuracy": {"happy": 0.88, "fear": None}}}
+  assert not measure.agree(measure.differences(stated, moved))
