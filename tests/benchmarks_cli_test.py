@@ -17,7 +17,10 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
      "--global_batch=8 does not split evenly over [3] devices"),
     ("input_pipeline --batch_sizes=16,x", "give integers"),
     ("datasets --data=/nowhere", "--workdir must have a value"),
-], ids=["speed", "scaling", "input_pipeline", "datasets"])
+    ("analysis --data=/nowhere", "no rafdb/ folder in /nowhere"),
+    ("analysis --datasets=raf_db,affectnet", "unknown 'affectnet'"),
+], ids=["speed", "scaling", "input_pipeline", "datasets", "analysis_data",
+        "analysis_datasets"])
 def test_bad_flag_gives_one_error_line(command, message):
   name, *args = command.split()
   result = subprocess.run(

@@ -172,3 +172,10 @@ def test_measure_compares_every_class():
   moved = {"test": {"accuracy": 0.5, "mean_class_accuracy": 0.4,
                     "per_class_accuracy": {"happy": 0.88, "fear": None}}}
   assert not measure.agree(measure.differences(stated, moved))
+
+
+def test_card_records_the_training_crops_framing(shipped):
+  crop = shipped[1]["preprocessing"]["crop"]
+  assert set(crop) == {"scale", "shift", "faces", "found"}
+  assert 0 < crop["faces"] <= publish.FRAMING_FACES
+  assert 0 <= crop["found"] <= 1 and crop["scale"] > 0

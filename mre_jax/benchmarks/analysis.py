@@ -1,13 +1,14 @@
 """Benchmarks the recording analysis on a video of real faces.
 
-    python -m mre_jax.benchmarks.analysis [--model=WORKDIR_OR_EXPORT] \\
-        [--data=../shared/data] [--faces=60] [--frames_per_face=8] \\
-        [--blank_frames=2] [--json=results.json]
+    python -m mre_jax.benchmarks.analysis [--model=NAME_WORKDIR_OR_EXPORT] \\
+        [--data=../shared/data] [--datasets=raf_db,fer2013] [--faces=60] \\
+        [--frames_per_face=8] [--blank_frames=2] [--json=results.json]
 
-Builds a 640x480, 30 frames/s mp4 video from RAF-DB test faces (read from
-``rafdb/rafdb_basic.tar.xz`` under ``--data``), each pasted at 150-250 pixels
-into a noisy background and drifting for ``--frames_per_face`` frames, with
-``--blank_frames`` empty frames between faces. It then reports:
+Builds a 640x480, 30 frames/s mp4 colour video from test faces of RAF-DB and
+FER2013 (its PrivateTest; read from the downloaded archives in ``rafdb/``
+and ``fer2013/`` under ``--data``), shared evenly, each pasted at 150-250
+pixels into a noisy background and drifting for ``--frames_per_face``
+frames, with ``--blank_frames`` empty frames between faces. It then reports:
 
 * detection recall: the share of frames with a face in which the analysis
   found it (a box with IoU >= 0.3 with the pasted face), the rows on blank
@@ -17,8 +18,8 @@ into a noisy background and drifting for ``--frames_per_face`` frames, with
   and track, classify, smooth, and write every output; compilation is done
   beforehand, on a short clip, and not counted;
 * face crops per second classified in batches of ``--batch_size``;
-* with a trained ``--model``, its accuracy on the analysed faces and on the
-  same faces' original crops.
+* with a trained ``--model`` (a shipped model's name too), its accuracy on
+  the analysed faces and on the same faces' original crops, per dataset.
 
 Without ``--model`` an untrained student C (same size and speed) is used.
 Targets: recall >= 90%, >= 30 frames/s end to end and >= 500 crops/s on a
@@ -31,7 +32,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import tarfile
 import tempfile
 import time
 from typing import Any, Iterator, Sequence
@@ -41,15 +41,17 @@ import numpy as np
 
 # Imported before OpenCV: the package quiets OpenCV's FFmpeg messages.
 from mre_jax import analysis  # pylint: disable=unused-import
+from mre_jax import pretrained
 import cv2  # pylint: disable=g-bad-import-order,wrong-import-order
 from mre_jax.benchmarks import cli
-from mre_jax.errors import UserError
+from mre_jax.benchmarks import test_faces
+# The tests read RAF-DB faces through this module.
+from mre_jax.benchmarks.test_faces import raf_test_faces  # pylint: disable=unused-import
 
 FLAGS = flags.FLAGS
 FRAME_SIZE = (640, 480)
 FPS = 30.0
 TARGETS = {"recall": 0.90, "frames_per_s": 30.0, "crops_per_s": 500.0}
-_RAF_LABELS = frozenset("1234567")  # RAF-DB's label folders.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,67 +138,6 @@ def write_video(path: str, frames: Iterator[tuple[np.ndarray, Any, Any]],
   return TestVideo(path, truth, which, fps)
 
 
-def _stream_kaggle_test(archive: pathlib.Path
-                        ) -> list[tuple[str, bytes, int]] | None:
-  """(name, JPEG bytes, RAF label) of the Kaggle layout's test images.
-
-  Streams a tar archive and stops once past ``DATASET/test/`` (which the
-  published archive stores first); None when the archive is not laid out so.
-  """
-  found = []
-  with tarfile.open(archive, mode="r|*") as tar:
-    for member in tar:
-      parts = member.name.removeprefix("./").split("/")
-      in_test = (len(parts) >= 4 and parts[-4] == "DATASET"
-                 and parts[-3] == "test" and parts[-2] in _RAF_LABELS
-                 and member.isfile())
-      if in_test:
-        found.append((member.name, tar.extractfile(member).read(),
-                      int(parts[-2])))
-      elif found and "DATASET" in parts:
-        break
-  return found or None
-
-
-def raf_test_faces(data: str | os.PathLike[str], count: int,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """``count`` RAF-DB test faces (uint8 RGB 100x100) and canonical labels.
-
-  From ``rafdb/`` under ``data``, chosen at random with ``seed``. The Kaggle
-  layout's tar archive is streamed only as far as its test images; other
-  layouts are read with the project's RAF-DB code.
-  """
-  # pylint: disable=g-import-not-at-top
-  from mre_jax.datasets import raf_db
-  from mre_jax.datasets import sources
-  folder = pathlib.Path(data) / "rafdb"
-  archives = sorted(p for p in folder.iterdir()
-                    if sources.is_archive(p)) if folder.is_dir() else []
-  entries = None
-  if archives and not archives[0].name.lower().endswith(".zip"):
-    entries = _stream_kaggle_test(archives[0])
-  if entries is None:
-    tree = (sources.ArchiveTree(archives[0]) if archives
-            else sources.FolderTree(folder))
-    layout = raf_db.detect_layout(tree)
-    if layout is None:
-      raise UserError(f"no RAF-DB files in {folder}: --data must hold "
-                      "rafdb/ with the downloaded archive or its files")
-    listed = (raf_db.kaggle_entries if isinstance(layout, raf_db.KaggleLayout)
-              else raf_db.original_entries)(tree, layout.prefix)["test"]
-    entries = [(layout.prefix + name, tree.read(layout.prefix + name), label)
-               for name, label in listed]
-  if not 0 < count <= len(entries):
-    raise UserError(f"--faces={count}: expected 1 to {len(entries)}, the "
-                    f"RAF-DB test faces in {folder}")
-  chosen = np.random.default_rng(seed).choice(len(entries), count,
-                                              replace=False)
-  images = np.stack([sources.decode_image(entries[i][1], raf_db.IMAGE_SHAPE,
-                                          entries[i][0]) for i in chosen])
-  labels = np.array([raf_db.canonical_label(entries[i][2]) for i in chosen])
-  return images, labels
-
-
 def recall(video: TestVideo, rows: Sequence[dict[str, Any]],
            min_iou: float = 0.3) -> dict[str, Any]:
   """Detection recall and false alarms of an analysis's rows."""
@@ -261,13 +202,15 @@ def benchmark() -> dict[str, Any]:
                                    detector="haar")
   if FLAGS.model:
     classifier = classifier_lib.load(FLAGS.model, FLAGS.batch_size)
-    info = classifier_lib.describe(classifier, FLAGS.model)
+    info = classifier_lib.describe(
+        classifier, None if pretrained.is_name(FLAGS.model) else FLAGS.model)
   else:
     classifier = _untrained_student_c()
     info = dict(classifier_lib.describe(classifier, None),
                 name="student_c (untrained)")
   analyzer = analyzer_lib.Analyzer(classifier, settings, info)
-  faces, labels = raf_test_faces(FLAGS.data, FLAGS.faces, FLAGS.seed)
+  faces, labels, datasets = test_faces.test_faces(
+      FLAGS.data, tuple(FLAGS.datasets), FLAGS.faces, FLAGS.seed)
   rng = np.random.default_rng(FLAGS.seed)
   load = os.getloadavg()
   with tempfile.TemporaryDirectory() as tmp:
@@ -284,10 +227,11 @@ def benchmark() -> dict[str, Any]:
   found = recall(video, result.rows)
   out = {
       "video": {"frames": len(video.truth), "size": list(FRAME_SIZE),
-                "faces": FLAGS.faces,
+                "faces": FLAGS.faces, "datasets": list(FLAGS.datasets),
                 "frames_per_face": FLAGS.frames_per_face,
                 "blank_frames": FLAGS.blank_frames},
-      "model": {k: info.get(k) for k in ("name", "params", "path")},
+      "model": {k: info.get(k) for k in ("name", "params", "path", "shipped",
+                                         "dataset", "test_accuracy")},
       "detector": result.summary["detector"],
       "recall": round(found["recall"], 4),
       "frames_with_face": found["frames_with_face"],
@@ -300,20 +244,30 @@ def benchmark() -> dict[str, Any]:
   }
   if FLAGS.model:
     out["accuracy"] = _accuracy(analyzer, video, found["matched"], faces,
-                                labels)
+                                labels, datasets)
   return out
 
 
 def _accuracy(analyzer, video: TestVideo, matched: dict[int, dict[str, Any]],
-              faces: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-  """The model's accuracy on analysed faces and on the original crops."""
+              faces: Sequence[np.ndarray], labels: np.ndarray,
+              datasets: Sequence[str]) -> dict[str, dict[str, Any]]:
+  """The model's accuracy on the analysed faces and on the same faces'
+  original crops, per dataset and over all faces."""
   names = analyzer.class_names
-  hits = [np.argmax([row[n] for n in names]) ==
-          labels[video.face_of_frame[frame]]
-          for frame, row in matched.items()]
-  original = analyzer.classify(faces).argmax(-1) == labels
-  return {"analysed_faces": round(float(np.mean(hits)), 4) if hits else None,
-          "original_crops": round(float(np.mean(original)), 4)}
+  hit = {frame: np.argmax([row[n] for n in names]) ==
+         labels[video.face_of_frame[frame]] for frame, row in matched.items()}
+  original = analyzer.classify(list(faces)).argmax(-1) == labels
+  out = {}
+  for dataset in ("all", *sorted(set(datasets))):
+    keep = lambda i: dataset in ("all", datasets[i])  # pylint: disable=cell-var-from-loop
+    hits = [h for f, h in hit.items() if keep(video.face_of_frame[f])]
+    crops = [o for i, o in enumerate(original) if keep(i)]
+    out[dataset] = {
+        "analysed_faces": round(float(np.mean(hits)), 4) if hits else None,
+        "analysed_frames": len(hits),
+        "original_crops": round(float(np.mean(crops)), 4),
+        "faces": len(crops)}
+  return out
 
 
 def _print(results: dict[str, Any]) -> None:
@@ -332,9 +286,10 @@ def _print(results: dict[str, Any]) -> None:
           f"{fmt.format(TARGETS[name])}: {verdict})")
   print(f"rows on blank frames: {results['rows_on_blank_frames']}, stray "
         f"rows: {results['stray_rows']}")
-  if "accuracy" in results:
-    print(f"accuracy: analysed faces {results['accuracy']['analysed_faces']}, "
-          f"original crops {results['accuracy']['original_crops']}")
+  for dataset, acc in results.get("accuracy", {}).items():
+    print(f"accuracy on {dataset} faces ({acc['faces']}): analysed "
+          f"{acc['analysed_faces']} over {acc['analysed_frames']} frames, "
+          f"original crops {acc['original_crops']}")
   print(f"host: {results['host']['cpus']} CPUs, load average "
         f"{load[0]:.2f} before, "
         f"{results['host']['load_average_after'][0]:.2f} after")
@@ -342,9 +297,14 @@ def _print(results: dict[str, Any]) -> None:
 
 def _main() -> None:
   data = pathlib.Path(FLAGS.data)
-  if not (data / "rafdb").is_dir():
-    cli.fail(f"no rafdb/ folder in {data}: give --data=DIR holding "
-             "rafdb/rafdb_basic.tar.xz")
+  folders = {"raf_db": "rafdb", "fer2013": "fer2013"}
+  for dataset in FLAGS.datasets:
+    if dataset not in folders:
+      cli.fail(f"--datasets: unknown {dataset!r}; expected some of "
+               f"{', '.join(test_faces.DATASETS)}")
+    if not (data / folders[dataset]).is_dir():
+      cli.fail(f"no {folders[dataset]}/ folder in {data}: give --data=DIR "
+               f"holding {folders[dataset]}/ with the downloaded archive")
   results = benchmark()
   _print(results)
   if FLAGS.json:
@@ -357,10 +317,13 @@ def _define_flags() -> None:
       "MRE_JAX_DATA",
       str(pathlib.Path(__file__).resolve().parents[2].parent / "shared"
           / "data"))
-  flags.DEFINE_string("model", None, "Workdir or exported file; default: an "
-                      "untrained student C.")
-  flags.DEFINE_string("data", default_data, "Folder holding rafdb/.")
-  flags.DEFINE_integer("faces", 60, "RAF-DB test faces in the video.",
+  flags.DEFINE_string("model", None, "A shipped model's name, a workdir or "
+                      "an exported file; default: an untrained student C.")
+  flags.DEFINE_string("data", default_data, "Folder holding rafdb/ and "
+                      "fer2013/.")
+  flags.DEFINE_list("datasets", list(test_faces.DATASETS), "Whose test faces "
+                    "the video shows, shared evenly.")
+  flags.DEFINE_integer("faces", 60, "Test faces in the video.",
                        lower_bound=1)
   flags.DEFINE_integer("frames_per_face", 8, "Frames each face stays.",
                        lower_bound=1)
