@@ -144,6 +144,8 @@ def validate(config: config_dict.ConfigDict) -> None:
   _check(c.warmup_epochs >= 0, "warmup_epochs", c.warmup_epochs, ">= 0")
   _check(0 <= c.label_smoothing < 1, "label_smoothing", c.label_smoothing,
          "in [0, 1)")
+  _check(0 <= c.get("logit_adjustment", 0.0) <= 3, "logit_adjustment",
+         c.get("logit_adjustment"), "in [0, 3] (0: off)")
   augment.Augmentation.from_config(c)  # Checks the augment_* fields.
   _check(c.plateau.metric in ("val_loss", "val_accuracy"), "plateau.metric",
          c.plateau.metric, "val_loss or val_accuracy")

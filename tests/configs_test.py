@@ -173,7 +173,7 @@ def test_bad_arguments_are_rejected(name, arg, message):
     ("recipe", "fancy"), ("lr_schedule", "step"), ("warmup_epochs", -1),
     ("label_smoothing", 1.0), ("augment_shift", 0.7),
     ("augment_rotation", 200.0), ("augment_erasing", -0.1),
-    ("augment_scale", 0.6),
+    ("augment_scale", 0.6), ("logit_adjustment", -1.0),
 ])
 def test_bad_values_name_the_field(field, value):
   config = load("teacher")
@@ -183,13 +183,14 @@ def test_bad_values_name_the_field(field, value):
     config_lib.validate(config)
 
 
-def test_balanced_recipe_is_improved_with_class_weights_and_zoom():
+def test_balanced_recipe_is_improved_with_adjusted_logits_and_zoom():
   improved = load("studentC", "raf_db,baseline,recipe=improved")
   balanced = load("studentC", "raf_db,baseline,recipe=balanced")
   config_lib.validate(balanced)
   changed = {k for k, v in balanced.items() if improved[k] != v}
-  assert changed == {"recipe", "class_weighted_loss", "augment_scale"}
-  assert balanced.class_weighted_loss and balanced.label_smoothing == 0.1
+  assert changed == {"recipe", "logit_adjustment", "augment_scale"}
+  assert not balanced.class_weighted_loss and balanced.label_smoothing == 0.1
+  assert balanced.logit_adjustment == 1.0 and improved.logit_adjustment == 0
   assert balanced.augment_scale == 0.1 and improved.augment_scale == 0
 
 

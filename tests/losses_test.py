@@ -149,3 +149,26 @@ def test_label_smoothing_leaves_the_kd_term_alone():
       losses.cross_entropy(s, labels, label_smoothing=0.1)))
   assert float(loss) == pytest.approx(
       0.8 * float(smooth["ce"]) + 0.2 * 9 * float(smooth["kd"]), rel=1e-6)
+
+
+def test_logit_offsets_adjust_the_ce_term_only():
+  """The logit-adjusted loss: CE of logits + offsets; the KD term sees the
+  raw logits."""
+  rng = np.random.default_rng(7)
+  s = rng.normal(size=(5, 7)).astype(np.float32)
+  t = rng.normal(size=(5, 7)).astype(np.float32)
+  labels = np.array([0, 2, 3, 3, 6])
+  prior = np.array([0.05, 0.1, 0.1, 0.4, 0.15, 0.1, 0.1], np.float32)
+  offsets = np.log(prior)
+  loss, parts = losses.distillation_loss(
+      s, labels, t, temperature=3.0, ce_weight=0.8, kd_weight=0.2,
+      logit_offsets=offsets)
+  assert float(parts["ce"]) == pytest.approx(
+      float(losses.cross_entropy(s + offsets, labels)), rel=1e-6)
+  assert float(parts["kd"]) == pytest.approx(
+      float(losses.distillation_kl(s, t, 3.0)), rel=1e-6)
+  plain = losses.distillation_loss(s, labels, t, temperature=3.0,
+                                   ce_weight=0.8, kd_weight=0.2)[1]["ce"]
+  assert float(parts["ce"]) != pytest.approx(float(plain))
+  assert float(loss) == pytest.approx(
+      0.8 * float(parts["ce"]) + 0.2 * 9 * float(parts["kd"]), rel=1e-6)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -208,13 +209,15 @@ def test_warmup_cosine_schedule():
   assert train.lr_schedule(recipe.get_config(), 0.1, 5) == 0.1
 
 
-def test_improved_recipe_trains_two_steps_and_logs(data_dir, tmp_path,
-                                                   tiny_config):
-  """The full improved recipe on a tiny student: cosine lr, augmentation and
-  label smoothing in a 2-step lax.scan; metrics are written."""
+@pytest.mark.parametrize("name", ["improved", "balanced"])
+def test_improved_recipes_train_two_steps_and_log(data_dir, tmp_path,
+                                                  tiny_config, name):
+  """The full improved (and balanced) recipe on a tiny student: cosine lr,
+  augmentation (with zoom) and label smoothing (with adjusted logits) in a
+  2-step lax.scan; metrics are written."""
   config = recipe.apply_recipe(tiny_config(data_dir, model="student_c",
                                            epochs=1, kd_weight=0.0,
-                                           ce_weight=1.0), "improved")
+                                           ce_weight=1.0), name)
   config.num_epochs, config.batch_size = 1, 256  # 512 examples: 2 steps.
   config.steps_per_dispatch = 2
   workdir = str(tmp_path / "improved")
@@ -225,4 +228,17 @@ def test_improved_recipe_trains_two_steps_and_logs(data_dir, tmp_path,
   assert line["learning_rate"] == 0.0  # The cosine ends the run at 0.
   assert np.isfinite(line["train_loss"]) and 0 <= line["val_accuracy"] <= 1
   saved = json.load(open(os.path.join(workdir, "config.json")))
-  assert saved["recipe"] == "improved" and saved["augment_erasing"] == 0.25
+  assert saved["recipe"] == name and saved["augment_erasing"] == 0.25
+  assert saved["logit_adjustment"] == (name == "balanced")
+
+
+def test_logit_offsets_are_tau_times_the_log_class_prior(tiny_config):
+  config = tiny_config("unused", model="student_c")
+  labels = np.array([0] * 6 + [1] * 3 + [3] * 1, np.int32)
+  split = types.SimpleNamespace(labels=labels)
+  data = types.SimpleNamespace(splits={"train": split})
+  assert trainer._logit_offsets(config, data) is None
+  config.logit_adjustment = 0.5
+  offsets = trainer._logit_offsets(config, data)
+  prior = np.array([0.6, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1])  # Absent: 1 of 10.
+  np.testing.assert_allclose(offsets, 0.5 * np.log(prior), rtol=1e-6)

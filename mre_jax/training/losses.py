@@ -75,7 +75,8 @@ def distillation_loss(student_logits: jax.Array, labels: jax.Array,
                       ce_weight: float, kd_weight: float,
                       class_weights: jax.Array | None = None,
                       mask: jax.Array | None = None,
-                      label_smoothing: float = 0.0
+                      label_smoothing: float = 0.0,
+                      logit_offsets: jax.Array | None = None
                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """``ce_weight * CE + kd_weight * T^2 * KL``; returns (loss, components).
 
@@ -83,9 +84,13 @@ def distillation_loss(student_logits: jax.Array, labels: jax.Array,
   cross-entropy times ``ce_weight``: the no-teacher baseline.
   ``label_smoothing`` smooths the hard labels of the CE term only: the
   teacher's soft targets already carry their own uncertainty.
+  ``logit_offsets`` (K,) are added to the logits of the CE term only: with
+  ``tau * log(class prior)`` this is the logit-adjusted loss (Menon et al.,
+  2021), whose raw logits then favour no class for being frequent.
   """
-  ce = cross_entropy(student_logits, labels, class_weights, mask,
-                     label_smoothing)
+  ce_logits = (student_logits if logit_offsets is None
+               else student_logits + logit_offsets)
+  ce = cross_entropy(ce_logits, labels, class_weights, mask, label_smoothing)
   if teacher_logits is None or kd_weight == 0:
     kd = jnp.zeros((), jnp.float32)
   else:

@@ -17,6 +17,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ml_collections import config_dict
 import optax
 
@@ -134,9 +135,12 @@ def init_state(model, config, tx, plateau, mesh) -> TrainState:
 
 
 def make_loss_fn(model, temperature: float, ce_weight: float,
-                 kd_weight: float, label_smoothing: float = 0.0):
+                 kd_weight: float, label_smoothing: float = 0.0,
+                 logit_offsets: np.ndarray | None = None):
   """``(params, batch_stats, images, labels, teacher, weights, rng)`` ->
-  ``(loss, (logits, new_batch_stats))`` in training mode."""
+  ``(loss, (logits, new_batch_stats))`` in training mode; ``logit_offsets``
+  (see :func:`mre_jax.training.losses.distillation_loss`) are constants of
+  the program."""
 
   def loss_fn(params, batch_stats, images, labels, teacher, class_weights,
               dropout_rng):
@@ -146,14 +150,15 @@ def make_loss_fn(model, temperature: float, ce_weight: float,
     loss, _ = losses.distillation_loss(
         logits, labels, teacher, temperature=temperature,
         ce_weight=ce_weight, kd_weight=kd_weight, class_weights=class_weights,
-        label_smoothing=label_smoothing)
+        label_smoothing=label_smoothing, logit_offsets=logit_offsets)
     return loss, (logits, updates["batch_stats"])
 
   return loss_fn
 
 
 def make_train_chunk(model, tx, config, mesh, global_batch: int,
-                     ce_weight: float, kd_weight: float):
+                     ce_weight: float, kd_weight: float,
+                     logit_offsets: np.ndarray | None = None):
   """Jitted ``(state, data, perm, class_weights, first) -> (state, sums)``.
 
   Runs ``num_steps`` (static) training steps, with ``lax.scan`` when more than
@@ -165,7 +170,7 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
   chunk.
   """
   loss_fn = make_loss_fn(model, config.distill.temperature, ce_weight,
-                         kd_weight, config.label_smoothing)
+                         kd_weight, config.label_smoothing, logit_offsets)
   augmentation = augment.Augmentation.from_config(config)
 
   def train_step(state: TrainState, data, perm, class_weights, step_in_epoch):
