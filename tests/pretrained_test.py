@@ -21,6 +21,7 @@ from mre_jax.inference.predictor import Predictor
 from mre_jax.pretrained import __main__ as cli
 from mre_jax.pretrained import measure
 from mre_jax.pretrained import publish
+from mre_jax.pretrained import tables
 
 NAME = "student_c-synthetic"
 
@@ -179,3 +180,14 @@ def test_card_records_the_training_crops_framing(shipped):
   assert set(crop) == {"scale", "shift", "faces", "found"}
   assert 0 < crop["faces"] <= publish.FRAMING_FACES
   assert 0 <= crop["found"] <= 1 and crop["scale"] > 0
+
+
+def test_tables_put_each_model_beside_the_papers_student(shipped):
+  folder, card = shipped
+  table = tables.shipped_table(folder)
+  assert f"`{NAME}`" in table and table.endswith("| - |")
+  assert f"{100 * card['accuracy']['test_flip']['accuracy']:.2f}" in table
+  assert tables.paper_best("student_b", "raf_db") == ("E4", 82.45)
+  assert tables.paper_best("student_c", "fer2013") == ("E6", 58.58)
+  assert tables.paper_best("student_c", "raf_db") is None
+  assert "65.80" in tables.references_table()
