@@ -19,6 +19,7 @@ from mre_jax.analysis import classifier as analysis_classifier
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
 from mre_jax.pretrained import __main__ as cli
+from mre_jax.pretrained import adjust
 from mre_jax.pretrained import measure
 from mre_jax.pretrained import publish
 from mre_jax.pretrained import tables
@@ -47,6 +48,8 @@ def test_card_records_the_run_and_the_shipped_weights(shipped, baseline_run):
   training = card["training"]
   assert training["epochs"] == 1 and training["best_epoch"] == 1
   assert training["experiment"] == "baseline" and training["commit"]
+  assert training["logit_adjustment"]["tau"] in adjust.TAUS
+  assert len(training["logit_adjustment"]["offsets"]) == 7
   with np.load(os.path.join(folder, NAME + ".npz")) as f:
     dtypes = {f[k].dtype for k in f.files}
   assert dtypes == {np.dtype(card["weights"]["dtype"])}
@@ -62,8 +65,10 @@ def test_loaded_by_name_it_predicts_as_the_workdir(shipped, baseline_run):
   reference = Predictor.from_workdir(baseline_run[0])
   rng = np.random.default_rng(0)
   faces = rng.integers(0, 256, (12, 20, 20, 3), dtype=np.uint8)
-  got, expected = model.probabilities(faces), reference.probabilities(faces)
-  atol = 1e-5 if card["weights"]["dtype"] == "float32" else 2e-2
+  # The shipped logits are the run's plus the card's adjustment offsets.
+  offsets = np.asarray(card["training"]["logit_adjustment"]["offsets"])
+  got, expected = model.logits(faces), reference.logits(faces) + offsets
+  atol = 1e-4 if card["weights"]["dtype"] == "float32" else 5e-2
   np.testing.assert_allclose(got, expected, atol=atol)
   assert model.card["name"] == NAME
   described = analysis_classifier.describe(model, None)
@@ -191,3 +196,30 @@ def test_tables_put_each_model_beside_the_papers_student(shipped):
   assert tables.paper_best("student_c", "fer2013") == ("E6", 58.58)
   assert tables.paper_best("student_c", "raf_db") is None
   assert "65.80" in tables.references_table()
+
+
+def test_adjustment_is_chosen_on_validation_within_the_gap():
+  """Logits that favour a frequent class: the chosen tau is the most
+  accurate one whose mean class accuracy is within MAX_GAP."""
+  rng = np.random.default_rng(0)
+  names = [str(i) for i in range(3)]
+  labels = rng.choice(3, 3000, p=[0.8, 0.15, 0.05])
+  prior = adjust.class_prior(labels, 3)
+  logits = rng.normal(0, 1, (3000, 3)) + np.log(prior)
+  logits[np.arange(3000), labels] += 2.0
+  choice = adjust.choose(logits, labels, prior, names)
+  by_tau = {c["tau"]: c for c in choice.candidates}
+  assert set(by_tau) == set(adjust.TAUS)
+  gap = lambda c: c["accuracy"] - c["mean_class_accuracy"]
+  assert gap(by_tau[0.0]) > adjust.MAX_GAP  # Biased as trained.
+  chosen = by_tau[choice.tau]
+  assert choice.tau > 0 and gap(chosen) <= adjust.MAX_GAP
+  assert all(c["accuracy"] <= chosen["accuracy"] for c in choice.candidates
+             if gap(c) <= adjust.MAX_GAP)
+  variables = {"params": {"fc4": {"bias": np.zeros(3, np.float32),
+                                  "kernel": np.ones((2, 3), np.float32)}},
+               "batch_stats": {}}
+  moved = adjust.apply(variables, np.array([1.0, -1.0, 0.5]))
+  np.testing.assert_array_equal(moved["params"]["fc4"]["bias"],
+                                [1.0, -1.0, 0.5])
+  assert variables["params"]["fc4"]["bias"].sum() == 0  # Not in place.

@@ -3,9 +3,11 @@
     python -m mre_jax.pretrained --publish=WORKDIR --name=student_c-raf_db \\
         --manual_dir=DATA/rafdb
 
-restores the run's best checkpoint, keeps its variables in float16 when that
-moves test accuracy by less than :data:`FLOAT16_TOLERANCE`, measures the
-shipped weights on the run's own validation and test splits
+restores the run's best checkpoint, adjusts its logits for the classes'
+imbalance as far as its validation split says (:mod:`.adjust`), keeps its
+variables in float16 when that moves test accuracy by less than
+:data:`FLOAT16_TOLERANCE`, measures the shipped weights on the run's own
+validation and test splits
 (:mod:`.measure`) and how its training faces are framed relative to the face
 detector's box (:mod:`mre_jax.analysis.framing`; the analysis crops with
 it), and writes ``<name>.npz`` and ``<name>.json`` into the package,
@@ -31,6 +33,7 @@ from mre_jax import pretrained
 from mre_jax import report
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
+from mre_jax.pretrained import adjust
 from mre_jax.pretrained import measure
 
 # Shipped in float16 when test accuracy moves by less than this (a fraction).
@@ -136,14 +139,21 @@ def publish(workdir: str, name: str, data_dir: str, manual_dir: str,
   config = _run_config(workdir)
   loaded = checkpointing.load_model(workdir, "best")
   splits = measure.load_splits(config["dataset"], data_dir, manual_dir)
-  full = measure.split_metrics(_predictor(loaded, loaded.variables),
+  prior = adjust.class_prior(splits["train"].labels,
+                             len(loaded.class_names))
+  choice = adjust.choose(
+      _predictor(loaded, loaded.variables).logits(
+          splits["validation"].images),
+      splits["validation"].labels, prior, loaded.class_names)
+  offsets = -choice.tau * np.log(prior)
+  adjusted = adjust.apply(loaded.variables, offsets)
+  full = measure.split_metrics(_predictor(loaded, adjusted),
                                splits["test"])["accuracy"]
-  half_variables = _as_float16(loaded.variables)
+  half_variables = _as_float16(adjusted)
   half = measure.split_metrics(_predictor(loaded, half_variables),
                                splits["test"])["accuracy"]
   use_half = abs(half - full) < FLOAT16_TOLERANCE
-  variables = half_variables if use_half else jax.tree.map(np.asarray,
-                                                           loaded.variables)
+  variables = half_variables if use_half else adjusted
   accuracy = measure.measure(_predictor(loaded, variables), splits)
   dtype = np.float16 if use_half else np.float32
   flat = {k: v.astype(dtype) for k, v in _flatten(variables).items()}
@@ -155,6 +165,8 @@ def publish(workdir: str, name: str, data_dir: str, manual_dir: str,
              "sha256": hashlib.sha256(data).hexdigest()}
   card = build_card(name, loaded, run, config, accuracy, weights,
                     float(half - full), crop_framing(splits["train"]))
+  card["training"]["logit_adjustment"] = {
+      **choice.as_dict(), "offsets": [round(float(o), 6) for o in offsets]}
   os.makedirs(folder, exist_ok=True)
   _write_together({
       os.path.join(folder, name + ".npz"): data,
