@@ -1,10 +1,12 @@
 """Command line: the emotions of the faces in images, videos or a webcam.
 
-    python -m mre_jax.analyze --model=WORKDIR_OR_EXPORTED_FILE \\
-        --input=PATH --output=DIR [--sample_fps=5] [--detector=haar|none] \\
+    python -m mre_jax.analyze --input=PATH --output=DIR \\
+        [--model=SHIPPED_NAME|WORKDIR|EXPORTED_FILE] \\
+        [--sample_fps=5] [--detector=haar|none] \\
         [--smoothing_s=0.5] [--batch_size=64] [--gradcam] \\
         [--device=cpu|gpu] [--duration_s=SECONDS] \\
-        [--haar_scale_factor=1.08] [--haar_min_neighbors=2]
+        [--haar_scale_factor=1.08] [--haar_min_neighbors=2] \\
+        [--events=TASKS.csv] [--faces=all|main]
 
 ``--input`` is an image, a folder of images, a video (mp4, avi, mov, mkv,
 webm) or ``webcam:N``. Files show a progress bar; a camera prints one line
@@ -12,6 +14,10 @@ per second with each face's current emotion and runs until Ctrl-C or
 ``--duration_s``. ``--output`` receives ``emotions.csv`` (one row per face
 per analysed frame), ``summary.json``, ``timeline.png`` and ``report.html``
 (with ``--gradcam``, also ``gradcam/``), all written at the end, at once.
+``--events`` names a CSV of the video's tasks (``label,start_s,end_s`` or
+``label,time_s`` markers; :mod:`mre_jax.analysis.events`): the timeline
+shades them and the summary and report get a table per task.
+``--faces=main`` keeps only the face seen longest, the participant.
 
 Mistakes in the input end with one ``error:`` line and exit status 2, and
 nothing is written. Ctrl-C while analysing a file stops with status 130,
@@ -31,7 +37,7 @@ from absl import flags
 from absl import logging
 
 from mre_jax import cli
-from mre_jax import host_memory
+from mre_jax import pretrained
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
 
@@ -67,7 +73,8 @@ class _Progress:
       print(file=sys.stderr)
 
 
-def _progress_bar(total: int | None):
+def progress_bar(total: int | None):
+  """A tqdm progress bar on stderr, or a plain line when tqdm is absent."""
   try:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -82,7 +89,7 @@ def _mmss(seconds: float) -> str:
   return mmss(seconds)
 
 
-def _select_device(device: str | None) -> None:
+def select_device(device: str | None) -> None:
   """Points JAX at the CPU, or checks that it has a GPU (its default)."""
   if device is None:
     return
@@ -98,7 +105,8 @@ def _select_device(device: str | None) -> None:
                         "build or use --device=cpu") from None
 
 
-def _check_output(path: str) -> None:
+def check_output(path: str) -> None:
+  """Refuses an ``--output`` that is a file or cannot be written."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise AnalysisError(f"--output {path} is a file; give a folder")
   parent = os.path.abspath(path)
@@ -123,14 +131,21 @@ class _LivePrinter:
     print(f"{_mmss(frame.time_s)}  {faces}", flush=True)
 
 
-def run(*, model: str, input_path: str, output: str, settings: dict[str, Any],
-        device: str | None = None) -> dict[str, Any]:
-  """Analyses ``input_path`` with ``model`` into ``output``; the summary."""
+def run(*, model: str | None, input_path: str, output: str,
+        settings: dict[str, Any],
+        device: str | None = None, events: str | None = None
+        ) -> dict[str, Any]:
+  """Analyses ``input_path`` with ``model`` into ``output``; the summary.
+
+  ``events``: a CSV of the video's tasks (``--events``).
+  """
   # pylint: disable=g-import-not-at-top
   from mre_jax.analysis import analyzer as analyzer_lib
+  from mre_jax.analysis import events as events_lib
   from mre_jax.analysis import sources
   analysis_settings = analyzer_lib.Settings(**settings)
-  _check_output(output)
+  check_output(output)
+  tasks = events_lib.read_events(events) if events else None
   analyzer_lib.drawing_functions()  # Before any work: matplotlib is there.
   bar = None
 
@@ -141,19 +156,21 @@ def run(*, model: str, input_path: str, output: str, settings: dict[str, Any],
     else:
       print(text, file=sys.stderr)
 
-  _select_device(device)
+  select_device(device)
   analyzer = analyzer_lib.Analyzer.from_model(model, **settings)
   source = sources.open_source(input_path,
                                sample_fps=analysis_settings.sample_fps,
                                duration_s=analysis_settings.duration_s,
                                warn=warn)
+  tasks = analyzer.check(source, tasks)  # Before any work.
   if source.live:
     print(f"analysing {input_path}; press Ctrl-C to stop", flush=True)
     result = analyzer.analyze_source(source, on_rows=_LivePrinter())
   else:
-    bar = _progress_bar(source.expected)
+    bar = progress_bar(source.expected)
     try:
-      result = analyzer.analyze_source(source, progress=bar.update)
+      result = analyzer.analyze_source(source, progress=bar.update,
+                                       events=tasks)
     finally:
       bar.close()
       bar = None
@@ -166,6 +183,10 @@ def _report(summary: dict[str, Any], output: str, paths: dict[str, str]
             ) -> None:
   frames = summary["frames"]
   timing = summary["timing"]
+  model = summary.get("model") or {}
+  if model.get("dataset") and model.get("test_accuracy") is not None:
+    print(f"model {model['name']}, trained on {model['dataset']} "
+          f"({100 * model['test_accuracy']:.1f}% on its test split)")
   print(f"analysed {frames['analysed']} frames ({frames['with_face']} with a "
         f"face, {frames['unreadable_skipped']} unreadable skipped) in "
         f"{timing['wall_s']:.1f} s, {timing['frames_per_s'] or 0:.1f} "
@@ -180,6 +201,15 @@ def _report(summary: dict[str, Any], output: str, paths: dict[str, str]
           "moment(s)")
   if len(faces) > _FACES_LISTED:
     print(f"... and {len(faces) - _FACES_LISTED} more faces (summary.json)")
+  kept = summary.get("participant")
+  if kept and kept["face_id"] is not None:
+    print(f"kept face {kept['face_id']} as the participant (seen longest); "
+          f"dropped {kept['other_faces_dropped']} other face(s)")
+  for task in summary.get("tasks") or ():
+    print(f"task {task['label']}: {task['seconds_with_face']:g} s with a "
+          f"face, mostly {task['dominant_emotion'] or '-'}, mean valence "
+          + ("-" if task["mean_valence"] is None
+             else f"{task['mean_valence']:+.2f}"))
   names = sorted(os.path.basename(p) for p in paths.values())
   print(f"wrote {', '.join(names)} to {os.path.abspath(output)}")
 
@@ -189,21 +219,10 @@ def main(argv: list[str]) -> None:
     cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: every argument is a "
           "flag such as --input=PATH; see --helpshort")
   logging.set_verbosity(logging.WARNING)
-  host_memory.keep_freed_memory()
-  from mre_jax.analysis import detection  # pylint: disable=g-import-not-at-top
-  try:
-    haar = detection.HaarSettings(
-        scale_factor=FLAGS.haar_scale_factor,
-        min_neighbors=FLAGS.haar_min_neighbors)
-  except UserError as e:
-    cli.fail(str(e))
-  settings = {"sample_fps": FLAGS.sample_fps, "detector": FLAGS.detector,
-              "smoothing_s": FLAGS.smoothing_s,
-              "batch_size": FLAGS.batch_size, "gradcam": FLAGS.gradcam,
-              "duration_s": FLAGS.duration_s, "haar": haar}
+  settings = settings_from_flags()
   try:
     run(model=FLAGS.model, input_path=FLAGS.input, output=FLAGS.output,
-        settings=settings, device=FLAGS.device)
+        settings=settings, device=FLAGS.device, events=FLAGS.events)
   except UserError as e:
     cli.fail(str(e))
   except KeyboardInterrupt:
@@ -211,15 +230,43 @@ def main(argv: list[str]) -> None:
     sys.exit(130)
 
 
+def settings_from_flags() -> dict[str, Any]:
+  """The analysis settings the flags give (a one-line error if bad)."""
+  from mre_jax.analysis import detection  # pylint: disable=g-import-not-at-top
+  try:
+    haar = detection.HaarSettings(
+        scale_factor=FLAGS.haar_scale_factor,
+        min_neighbors=FLAGS.haar_min_neighbors)
+  except UserError as e:
+    cli.fail(str(e))
+  return {"sample_fps": FLAGS.sample_fps, "detector": FLAGS.detector,
+          "smoothing_s": FLAGS.smoothing_s, "batch_size": FLAGS.batch_size,
+          "gradcam": FLAGS.gradcam, "duration_s": FLAGS.duration_s,
+          "haar": haar, "faces": FLAGS.faces}
+
+
 def define_flags() -> None:
   """The command's flags; defined when it runs, so that importing this
   module (e.g. for :func:`run`) never clashes with other programs' flags."""
-  flags.DEFINE_string("model", None, "A training workdir (with checkpoints/) "
-                      "or a file written by python -m mre_jax.export.")
   flags.DEFINE_string("input", None, "An image, a folder of images, a video "
                       "file or webcam:N (camera N).")
   flags.DEFINE_string("output", None, "Folder for emotions.csv, summary.json, "
                       "timeline.png and report.html (created if needed).")
+  flags.DEFINE_string("events", None, "A CSV of the video's tasks: rows "
+                      "label,start_s,end_s, or label,time_s markers each "
+                      "starting a task that runs to the next.")
+  define_analysis_flags()
+  flags.mark_flags_as_required(["input", "output"])
+
+
+def define_analysis_flags(faces_default: str = "all") -> None:
+  """The model's and the analysis settings' flags, shared with
+  ``python -m mre_jax.study``."""
+  flags.DEFINE_string("model", None, "A shipped model's name (python -m "
+                      "mre_jax.pretrained lists them), a training workdir "
+                      "(with checkpoints/) or a file written by python -m "
+                      "mre_jax.export; default: the shipped "
+                      f"{pretrained.DEFAULT}.")
   flags.DEFINE_float("sample_fps", 5.0, "Video frames analysed per second of "
                      "video (by frame index); 0: every frame.", lower_bound=0)
   flags.DEFINE_enum("detector", "haar", ["haar", "none"], "haar: find faces "
@@ -241,7 +288,10 @@ def define_flags() -> None:
   flags.DEFINE_integer("haar_min_neighbors", 2, "Detections a face needs: "
                        "raise it if a cluttered background gives false faces.",
                        lower_bound=0)
-  flags.mark_flags_as_required(["model", "input", "output"])
+  flags.DEFINE_enum("faces", faces_default, ["all", "main"], "all: every "
+                    "face; main: only the face seen longest (the "
+                    "participant), the summary saying how many others were "
+                    "dropped.")
 
 
 def entry_point() -> None:

@@ -24,7 +24,6 @@ from mre_jax.analysis import sources
 from mre_jax.analysis import table
 from mre_jax.analysis import tracking
 from mre_jax.benchmarks import analysis as bench
-from mre_jax.datasets import synthetic_faces
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
@@ -33,24 +32,7 @@ from mre_jax.labels import CLASS_NAMES
 FPS = 10.0
 FRAME = (320, 240)
 COLUMNS = ["source", "frame", "time_s", "face_id", "x", "y", "w", "h",
-           *CLASS_NAMES, "emotion", "confidence"]
-
-
-def _detectable_faces(count: int, seed: int = 0) -> np.ndarray:
-  """Synthetic faces (RGB) that the Haar cascade finds when pasted large."""
-  detector = detection.HaarDetector()
-  faces = synthetic_faces.render_faces(
-      np.arange(8 * count) % 7, np.random.default_rng(seed))
-  kept = []
-  for face in faces:
-    big = cv2.resize(face[..., 0], (110, 110), interpolation=cv2.INTER_LINEAR)
-    frame = np.full((240, 320), 128, np.uint8)
-    frame[60:170, 100:210] = big
-    if len(detector.detect(frame)) == 1:
-      kept.append(np.repeat(face, 3, axis=-1))
-    if len(kept) == count:
-      return np.stack(kept)
-  raise AssertionError("too few detectable synthetic faces")
+           *CLASS_NAMES, "emotion", "confidence", "valence"]
 
 
 def _read_frames(path: str) -> list[np.ndarray]:
@@ -87,7 +69,7 @@ def face_video(tmp_path_factory):
   """Three faces, 6 frames each, 2 blank frames after each, 10 frames/s."""
   folder = tmp_path_factory.mktemp("video")
   frames = bench.compose_frames(
-      _detectable_faces(3), np.random.default_rng(1), size=FRAME,
+      bench.detectable_faces(3), np.random.default_rng(1), size=FRAME,
       face_px=(100, 130), frames_per_face=6, blank_frames=2, noise=4.0)
   return bench.write_video(str(folder / "faces.avi"), frames, fps=FPS)
 
@@ -499,7 +481,7 @@ def test_smoother_moments_and_csv_units():
 
 
 def test_tracker_keeps_ids_and_fills_in_frames_between_scans():
-  faces = _detectable_faces(2, seed=5)
+  faces = bench.detectable_faces(2, seed=5)
   frames = list(bench.compose_frames(
       faces, np.random.default_rng(2), size=FRAME, face_px=(100, 120),
       frames_per_face=9, blank_frames=3, noise=3.0))
@@ -552,7 +534,7 @@ def _ids_in_place(faces: list[np.ndarray], gap: int) -> list[set[int]]:
 
 
 def test_someone_new_where_a_face_was_gets_a_new_id():
-  a, b = _detectable_faces(2, seed=7)
+  a, b = bench.detectable_faces(2, seed=7)
   # Within max_missed frames: the same face is the same id, another is not.
   same = _ids_in_place([a, a], gap=2)
   assert same[0] == same[1] and len(same[0]) == 1

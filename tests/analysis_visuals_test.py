@@ -210,6 +210,39 @@ def test_timeline_of_one_image_and_of_no_face(tmp_path):
   assert os.path.getsize(long) < 300_000
 
 
+def hex_pixels(png, colour):
+  """Pixels within 12 of an exact colour."""
+  rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+  target = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+  return int((np.abs(rgb - target).sum(-1) < 12).sum())
+
+
+def test_timeline_shades_tasks_and_draws_valence(tmp_path):
+  rows = make_rows([np.arange(0, 60, 0.5)], labels=("happy",))
+  plain, banded = tmp_path / "plain.png", tmp_path / "banded.png"
+  timeline.write_timeline(rows, CLASS_NAMES, plain)
+  tasks = [{"label": "login", "start_s": 0.0, "end_s": 20.0},
+           {"label": "search", "start_s": 20.0, "end_s": 45.0},
+           {"label": "pay", "start_s": 45.0, "end_s": None}]
+  timeline.write_timeline(rows, CLASS_NAMES, banded, tasks=tasks)
+  for colour in timeline.TASK_COLOURS:  # A few from anti-aliased lines.
+    assert hex_pixels(plain, colour) < 500 < 5000 < hex_pixels(banded, colour)
+  # Valence (black, right axis) follows the face: high for a happy face,
+  # low for a sad one.
+  sad = tmp_path / "sad.png"
+  timeline.write_timeline(make_rows([np.arange(0, 60, 0.5)], ("sad",)),
+                          CLASS_NAMES, sad)
+
+  def black_rows(png):
+    black = np.asarray(Image.open(png).convert("L")) < 40
+    panel = black[timeline.HEADER_PX + 30:-timeline.BOTTOM_PX - 10, 150:850]
+    return np.nonzero(panel.any(axis=1))[0], panel.shape[0]
+
+  (happy_rows, height), (sad_rows, _) = black_rows(plain), black_rows(sad)
+  assert len(happy_rows) and len(sad_rows)
+  assert happy_rows.mean() < height / 2 < sad_rows.mean()
+
+
 NAME = 'Interview <B> & "final".mp4'
 
 
@@ -269,6 +302,35 @@ def test_report_is_self_contained_and_escaped(tmp_path):
   assert "01:15" in page and "00:00" in page  # Moments' times, mm:ss.
   assert "62&nbsp;%" in page and "Grad-CAM" in page
   assert ">2,250<" in page and "14.6 frames per second" in page
+
+
+def test_report_has_a_table_per_task_with_its_moments(tmp_path):
+  summary = make_summary(grouped=True)
+  summary["faces"]["0"]["mean_valence"] = -0.25
+  shares = summary["faces"]["1"]["emotion_share"]
+  summary["tasks"] = [
+      {"label": "login <1>", "start_s": 0.0, "end_s": 42.0, "duration_s": 42,
+       "seconds_with_face": 40.2, "mean_valence": 0.31,
+       "dominant_emotion": "sad", "emotion_share": shares,
+       "mean_probabilities": shares},
+      {"label": "search", "start_s": 42.0, "end_s": 60.0, "duration_s": 18,
+       "seconds_with_face": 0.0, "mean_valence": None,
+       "dominant_emotion": None, "emotion_share": None,
+       "mean_probabilities": None}]
+  summary["participant"] = {"face_id": 0, "other_faces_dropped": 1}
+  crop = np.zeros((48, 48, 3), np.uint8)
+  moments = [{"source": "clip.mp4", "frame": 30, "time_s": 3.0,
+              "face_id": 0, "emotion": "sad", "confidence": 0.8,
+              "task": "login <1>", "crop": crop, "overlay": None}]
+  path = tmp_path / "report.html"
+  report_html.write_report(path, summary, None, [], task_moments=moments)
+  page = path.read_text(encoding="utf-8")
+  assert page.count('<tr class="task">') == 2
+  assert "login &lt;1&gt;" in page and "login <1>" not in page
+  assert "00:00&ndash;00:42" in page and "+0.31" in page
+  assert "-0.25" in page and "Mean valence" in page
+  assert "<h4>login &lt;1&gt;</h4>" in page and len(data_uris(page)) == 1
+  assert "1 other face dropped" in page
 
 
 def test_report_reads_grouped_fields_and_no_face(tmp_path):

@@ -12,8 +12,10 @@ _FAULTS = """
 import resource, sys
 import numpy as np
 from mre_jax import host_memory
-if sys.argv[1] == "keep":
+if sys.argv[1] in ("keep", "restore"):
   assert host_memory.keep_freed_memory()
+if sys.argv[1] == "restore":
+  assert host_memory.restore_malloc_defaults()
 def faults():
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(3):  # Warm-up: the heap grows to its peak.
@@ -59,6 +61,8 @@ def test_freed_memory_is_reused_without_page_faults():
   # 2 MiB (huge pages), 16,384 per buffer with 4 KiB pages.
   assert _faults("default") >= 20 * 32
   assert _faults("keep") < 100
+  # glibc's own policy back (for long analyses): freed again, mapped anew.
+  assert _faults("restore") >= 20 * 32
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or
@@ -76,3 +80,4 @@ def test_large_step_buffers_are_reused_without_page_faults():
 def test_does_nothing_off_linux(monkeypatch):
   monkeypatch.setattr(platform, "system", lambda: "Darwin")
   assert host_memory.keep_freed_memory() is False
+  assert host_memory.restore_malloc_defaults() is False

@@ -8,9 +8,17 @@
 ``emotions.csv``), ``result.summary`` the contents of ``summary.json``.
 ``python -m mre_jax.analyze`` is the command line. Modules: ``sources``
 (frames), ``detection`` and ``tracking`` (faces), ``classifier`` (the model),
-``smoothing``, ``moments`` and ``summary`` (what the rows add up to),
-``table`` (the CSV), ``outputs`` (writing), ``analyzer`` (the pass over the
-frames). Nothing here imports the training code.
+``smoothing``, ``moments``, ``valence`` and ``summary`` (what the rows add
+up to), ``events`` and ``tasks`` (the tasks of a recording),
+``participant`` (``faces="main"``), ``table`` (the CSV), ``outputs``
+(writing), ``timeline``, ``report_html``, ``report_tasks`` and
+``html_parts`` (the pictures and the page), ``analyzer`` and
+``frame_pass`` (the pass over the frames). ``python -m mre_jax.study``
+analyses a whole study with ``study_sessions`` (who and what),
+``study_state`` (what is already done), ``study_runner`` (the sessions, in
+parallel if asked), ``study_table``, ``study_charts``, ``study_report`` and
+``study_outputs`` (study.csv and study.html). Nothing here imports the
+training code.
 """
 
 import os

@@ -7,12 +7,16 @@
 One pass over the frames of a :mod:`~mre_jax.analysis.sources` source. Faces
 are found by the Haar detector and followed by the
 :mod:`~mre_jax.analysis.tracking` tracker (``detector="none"``: the whole
-frame is the face, id 0). Crops wait in a queue and are classified
-``batch_size`` at a time, always padded to the same batch so the classifier
-compiles one program; a live camera classifies each frame at once. Rows are
-then smoothed per face (:mod:`~mre_jax.analysis.smoothing`), counted
+frame is the face, id 0). Crops wait in a queue
+(:mod:`~mre_jax.analysis.frame_pass`) and are classified ``batch_size`` at
+a time, always padded to the same batch so the classifier compiles one
+program; a live camera classifies each frame at once. Rows are then smoothed
+per face (:mod:`~mre_jax.analysis.smoothing`), counted
 (:mod:`~mre_jax.analysis.summary`) and searched for key moments
-(:mod:`~mre_jax.analysis.moments`), in time order.
+(:mod:`~mre_jax.analysis.moments`), in time order. With an events file the
+summary gets a table per task (:mod:`~mre_jax.analysis.tasks`); with
+``faces="main"`` only the face seen longest is kept
+(:mod:`~mre_jax.analysis.participant`).
 
 Still images are analysed one by one: faces are numbered left to right in
 each image, with no tracking and no smoothing across images.
@@ -30,14 +34,15 @@ import numpy as np
 
 from mre_jax.analysis import classifier as classifier_lib
 from mre_jax.analysis import detection
+from mre_jax.analysis import events as events_lib
+from mre_jax.analysis import frame_pass
 from mre_jax.analysis import outputs
+from mre_jax.analysis import participant
 from mre_jax.analysis import sources as sources_lib
 from mre_jax.analysis import table
+from mre_jax.analysis import tasks as tasks_lib
 from mre_jax.analysis import tracking
 from mre_jax.analysis.moments import Moment
-from mre_jax.analysis.moments import MomentFinder
-from mre_jax.analysis.smoothing import Smoother
-from mre_jax.analysis.summary import FaceStats
 from mre_jax.analysis.summary import build_summary
 from mre_jax.errors import AnalysisError
 
@@ -58,18 +63,26 @@ class Settings:
   moments_per_face: int = 3
   merge_gap_s: float = 1.0
   # The crop classified, relative to the detector's box: resized crop_scale
-  # times about its centre and moved down by crop_shift of its height. On
+  # times about its centre and moved down by crop_shift of its height.
+  # None: the model's own framing (a shipped model's card records its
+  # training faces', mre_jax.analysis.framing), else the box as found. On
   # RAF-DB test faces the cascade's box is about 7% larger than RAF-DB's
   # aligned crop and 4% higher; a RAF-DB student B scored 43% on the boxes
   # as found, 53% with (0.84, 0.04) and 63% on the aligned crops.
-  crop_scale: float = 1.0
-  crop_shift: float = 0.0
+  crop_scale: float | None = None
+  crop_shift: float | None = None
+  faces: str = "all"  # Or "main": only the face seen longest.
 
   def __post_init__(self):
     if self.detector not in DETECTORS:
       raise AnalysisError(f"unknown detector {self.detector!r}; expected one "
                           f"of {', '.join(DETECTORS)}")
-    if not 0.2 <= self.crop_scale <= 5 or abs(self.crop_shift) > 1:
+    if self.faces not in participant.FACES:
+      raise AnalysisError(f"unknown faces {self.faces!r}; expected one of "
+                          f"{', '.join(participant.FACES)}")
+    scale = 1.0 if self.crop_scale is None else self.crop_scale
+    shift = 0.0 if self.crop_shift is None else self.crop_shift
+    if not 0.2 <= scale <= 5 or abs(shift) > 1:
       raise AnalysisError(f"crop_scale {self.crop_scale} must lie in [0.2, "
                           f"5] and crop_shift {self.crop_shift} in [-1, 1]")
     if not (0 <= self.sample_fps < math.inf and 0 <= self.smoothing_s <
@@ -86,17 +99,18 @@ class Settings:
             "duration_s": self.duration_s,
             "moments_per_face": self.moments_per_face,
             "merge_gap_s": self.merge_gap_s, "crop_scale": self.crop_scale,
-            "crop_shift": self.crop_shift}
+            "crop_shift": self.crop_shift, "faces": self.faces}
 
 
 @dataclasses.dataclass
 class AnalysisResult:
-  """Rows, summary and key moments of one analysis."""
+  """Rows, summary and key moments (overall and per task) of one analysis."""
   rows: list[dict[str, Any]]
   summary: dict[str, Any]
   moments: list[Moment]
   class_names: tuple[str, ...]
   gradcam: bool = False
+  task_moments: list[Moment] = dataclasses.field(default_factory=list)
 
   def to_csv(self, path: str | None = None) -> str | None:
     """The CSV text, or writes it to ``path``."""
@@ -111,7 +125,7 @@ class AnalysisResult:
     return outputs.write_all(
         output_dir, rows=self.rows, class_names=self.class_names,
         summary=self.summary, moments=self.moments, with_gradcam=self.gradcam,
-        **drawing_functions())
+        task_moments=self.task_moments, **drawing_functions())
 
 
 def drawing_functions() -> dict[str, Callable[..., Any]]:
@@ -128,14 +142,6 @@ def drawing_functions() -> dict[str, Callable[..., Any]]:
           "report": report_html.write_report}
 
 
-@dataclasses.dataclass
-class _Pending:
-  """A frame whose faces wait for the classifier."""
-  frame: sources_lib.Frame
-  faces: list[tuple[int, detection.Box]]
-  crops: np.ndarray  # uint8 (F, S, S, C), one per face.
-
-
 def _check_something_was_read(source: sources_lib.FrameSource) -> None:
   """Refuses a run in which every image or frame failed to decode, before
   any output is written."""
@@ -148,21 +154,35 @@ def _check_something_was_read(source: sources_lib.FrameSource) -> None:
         "written. Give images Pillow can read or a video OpenCV can decode.")
 
 
+def with_model_framing(settings: Settings, classifier: Any) -> Settings:
+  """``settings`` with an unset crop framing taken from the classifier's
+  model card (``preprocessing.crop``), or the detector's box as found."""
+  card = getattr(classifier, "card", None) or {}
+  crop = card.get("preprocessing", {}).get("crop") or {}
+  return dataclasses.replace(
+      settings,
+      crop_scale=(crop.get("scale", 1.0) if settings.crop_scale is None
+                  else settings.crop_scale),
+      crop_shift=(crop.get("shift", 0.0) if settings.crop_shift is None
+                  else settings.crop_shift))
+
+
 class Analyzer:
   """Analyses images, videos and cameras with one classifier."""
 
   def __init__(self, classifier: Any, settings: Settings = Settings(),
                model_info: dict[str, Any] | None = None):
     self.classifier = classifier
-    self.settings = settings
+    self.settings = with_model_framing(settings, classifier)
     self.class_names = tuple(classifier.class_names)
     self.model_info = model_info or classifier_lib.describe(classifier, None)
     self.detector = (detection.HaarDetector(settings.haar)
                      if settings.detector == "haar" else None)
 
   @classmethod
-  def from_model(cls, path: str, **settings: Any) -> Analyzer:
-    """The analyzer of a workdir or exported file; ``settings``: Settings."""
+  def from_model(cls, path: str | None, **settings: Any) -> Analyzer:
+    """The analyzer of a shipped model's name, a workdir or an exported file
+    (None: the shipped default); ``settings``: Settings."""
     settings = Settings(**settings)
     classifier = classifier_lib.load(path, batch_size=settings.batch_size)
     return cls(classifier, settings, classifier_lib.describe(classifier, path))
@@ -182,13 +202,14 @@ class Analyzer:
               on_rows: Callable[[sources_lib.Frame, list[dict[str, Any]]],
                                 None] | None = None,
               warn: Callable[[str], None] | None = None,
-              on_open: Callable[[sources_lib.FrameSource], None] | None = None
-              ) -> AnalysisResult:
+              on_open: Callable[[sources_lib.FrameSource], None] | None = None,
+              events: events_lib.Events | None = None) -> AnalysisResult:
     """Analyses an image, a folder of images, a video or ``webcam:N``.
 
     ``progress(n)`` is called after each analysed frame, ``on_rows(frame,
     rows)`` with each frame's rows in order, ``warn(message)`` for skipped
-    input, and ``on_open(source)`` once the input is open.
+    input, and ``on_open(source)`` once the input is open. ``events``: the
+    video's tasks (:func:`mre_jax.analysis.events.read_events`).
     """
     warn = warn or logging.warning
     source = sources_lib.open_source(
@@ -196,7 +217,8 @@ class Analyzer:
         duration_s=self.settings.duration_s, warn=warn)
     if on_open is not None:
       on_open(source)
-    return self.analyze_source(source, progress=progress, on_rows=on_rows)
+    return self.analyze_source(source, progress=progress, on_rows=on_rows,
+                               events=events)
 
   def analyze_video(self, path: str, **kwargs: Any) -> AnalysisResult:
     """Analyses one video file (see :meth:`analyze`)."""
@@ -211,13 +233,31 @@ class Analyzer:
       raise AnalysisError(f"{path} is a video: use analyze_video")
     return self.analyze(path, **kwargs)
 
+  def check(self, source: sources_lib.FrameSource,
+            events: events_lib.Events | None) -> events_lib.Events | None:
+    """Refuses tasks or ``faces="main"`` where they mean nothing, and tasks
+    past the end of the video, before any work; the tasks fitted to it."""
+    if self.settings.faces == "main" and source.kind == "images":
+      raise AnalysisError(
+          f"--faces=main keeps the face seen longest in a video or camera; "
+          f"{source.name} is {source.kind}: use --faces=all")
+    if events is None:
+      return None
+    if source.kind != "video":
+      raise AnalysisError(f"--events marks tasks in a video file; "
+                          f"{source.name} is {source.kind}")
+    return events_lib.fit_to_video(events, source.length_s(),
+                                   1.0 / source.fps)
+
   def analyze_source(self, source: sources_lib.FrameSource, *,
                      progress: Callable[[int], None] | None = None,
-                     on_rows: Callable[..., None] | None = None
+                     on_rows: Callable[..., None] | None = None,
+                     events: events_lib.Events | None = None
                      ) -> AnalysisResult:
     """Runs the analysis over an open source."""
+    events = self.check(source, events)
     start = time.perf_counter()
-    run = _Run(self, source, on_rows)
+    run = frame_pass.Pass(self, source, on_rows, events.tasks if events else ())
     stopped = "end"
     tracker = None
     if self.detector is not None and source.kind != "images":
@@ -247,12 +287,15 @@ class Analyzer:
     run.flush()
     _check_something_was_read(source)
     moments = run.moments.finish()
+    kept = participant.keep(self.settings.faces, run.rows, moments,
+                            run.task_moments.finish(), run.stats.faces(moments))
     if self.settings.gradcam:
-      self._explain(moments)
+      self._explain(kept.moments + kept.task_moments)
     wall = time.perf_counter() - start
     stats = source.stats
     frames = {"total": stats.frames_total, "analysed": run.analysed,
-              "with_face": run.with_face,
+              "with_face": (run.with_face if self.settings.faces == "all"
+                            else participant.frames_with_face(kept.rows)),
               "unreadable_skipped": stats.unreadable}
     if source.kind == "images":
       frames["not_images_skipped"] = stats.not_images
@@ -261,12 +304,20 @@ class Analyzer:
          "tracking": tracker.describe() if tracker else None}
         if self.detector else {"name": "none"})
     summary = build_summary(
-        source=source.describe(), frames=frames,
-        faces=run.stats.faces(moments), model=self.model_info,
-        detector=detector, settings=self.settings.describe(), wall_s=wall,
-        stopped=stopped)
-    return AnalysisResult(run.rows, summary, moments, self.class_names,
-                          gradcam=self.settings.gradcam)
+        source=source.describe(), frames=frames, faces=kept.faces,
+        model=self.model_info, detector=detector,
+        settings=self.settings.describe(), wall_s=wall, stopped=stopped)
+    if self.settings.faces == "main":
+      summary["participant"] = {"face_id": kept.main_face,
+                                "other_faces_dropped": kept.dropped}
+    if events is not None:
+      summary["events"] = {"file": events.path, "form": events.form}
+      summary["tasks"] = tasks_lib.summarise(
+          events.tasks, kept.rows, run.frame_times, self.class_names,
+          source.seconds_per_frame(), kept.task_moments)
+    return AnalysisResult(kept.rows, summary, kept.moments, self.class_names,
+                          gradcam=self.settings.gradcam,
+                          task_moments=kept.task_moments)
 
   def _faces(self, image: np.ndarray) -> list[tuple[int, detection.Box]]:
     """A still image's faces, numbered left to right."""
@@ -294,74 +345,3 @@ class Analyzer:
                                ids)
     for moment, heatmap in zip(with_crops, heatmaps):
       moment.overlay = gradcam.overlay(moment.crop, heatmap)
-
-
-class _Run:
-  """The state of one pass: queued crops, rows, smoothing and statistics."""
-
-  def __init__(self, analyzer: Analyzer, source: sources_lib.FrameSource,
-               on_rows: Callable[..., None] | None):
-    self.analyzer = analyzer
-    self.names = analyzer.class_names
-    self.crop_size = int(analyzer.classifier.image_size)
-    self.on_rows = on_rows
-    self.rows: list[dict[str, Any]] = []
-    self.pending: list[_Pending] = []
-    self.queued = 0
-    self.analysed = 0
-    self.with_face = 0
-    self.smoother = Smoother(analyzer.settings.smoothing_s)
-    self.stats = FaceStats(self.names, source.seconds_per_frame())
-    self.moments = MomentFinder(analyzer.settings.moments_per_face,
-                                analyzer.settings.merge_gap_s)
-
-  def add(self, frame: sources_lib.Frame,
-          faces: list[tuple[int, detection.Box]]) -> None:
-    """Queues a frame's faces; classifies when a batch is full."""
-    self.analysed += 1
-    self.with_face += bool(faces)
-    if self.analyzer.detector is None:
-      crops = frame.image[None]  # The whole frame, as evaluation sees it.
-    else:
-      settings = self.analyzer.settings
-      if (settings.crop_scale, settings.crop_shift) != (1.0, 0.0):
-        height, width = frame.image.shape[:2]
-        faces = [(i, b.reframed(settings.crop_scale,
-                                settings.crop_shift).clipped(width, height))
-                 for i, b in faces]
-        faces = [(i, b) for i, b in faces if b.w and b.h]
-      crops = detection.crop_faces(frame.image, [b for _, b in faces],
-                                   self.crop_size)
-    self.pending.append(_Pending(frame, faces, crops))
-    self.queued += len(faces)
-    if self.queued >= self.analyzer.settings.batch_size:
-      self.flush()
-
-  def flush(self) -> None:
-    """Classifies the queued crops and turns them into rows, in order."""
-    pending, self.pending, self.queued = self.pending, [], 0
-    crops = [c for p in pending for c in p.crops]
-    probs = self.analyzer.classify(crops) if crops else None
-    at = 0
-    for p in pending:
-      frame_rows = []
-      for (face_id, box), crop in zip(p.faces, p.crops):
-        frame_rows.append(self._row(p.frame, face_id, box, probs[at], crop))
-        at += 1
-      if self.on_rows is not None:
-        self.on_rows(p.frame, frame_rows)
-
-  def _row(self, frame: sources_lib.Frame, face_id: int, box: detection.Box,
-           probs: np.ndarray, crop: np.ndarray) -> dict[str, Any]:
-    key = (frame.source, face_id)
-    smoothed = self.smoother(key, frame.time_s, probs)
-    row = table.make_row(source=frame.source, frame=frame.index,
-                         time_s=frame.time_s, face_id=face_id, box=box,
-                         probs=probs, class_names=self.names,
-                         smoothed=smoothed)
-    label = self.names.index(row["emotion"])
-    self.rows.append(row)
-    self.stats.add(face_id, frame.time_s, probs, label)
-    self.moments.add(face_id, frame.source, frame.index, frame.time_s,
-                     row["emotion"], row["confidence"], crop)
-    return row

@@ -55,8 +55,9 @@ def describe(classifier: Any, path: str | None) -> dict[str, Any]:
                           "channels": getattr(classifier, "channels", None)}
   card = getattr(classifier, "card", None)
   if isinstance(card, dict):  # A shipped model.
-    info.update(kind="shipped", name=card["model"]["name"],
-                params=card["model"]["num_params"], shipped=card["name"],
+    info.update(kind="shipped", name=card["name"],
+                architecture=card["model"]["name"],
+                params=card["model"]["num_params"],
                 dataset=card["dataset"]["name"],
                 test_accuracy=card["accuracy"]["test"]["accuracy"],
                 checkpoint={"commit": card["training"]["commit"],

@@ -35,14 +35,19 @@ class Moment:
   end_s: float
   crop: np.ndarray | None = None
   overlay: np.ndarray | None = None
+  task: str | None = None  # The task it belongs to, when tasks are given.
 
   def fields(self) -> dict[str, Any]:
-    """The JSON fields (no pixels)."""
-    return {"source": self.source, "frame": self.frame,
-            "time_s": round(self.time_s, 3), "face_id": self.face_id,
-            "emotion": self.emotion,
-            "confidence": round(self.confidence, 4),
-            "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3)}
+    """The JSON fields (no pixels); ``task`` only when it has one."""
+    fields = {"source": self.source, "frame": self.frame,
+              "time_s": round(self.time_s, 3), "face_id": self.face_id,
+              "emotion": self.emotion,
+              "confidence": round(self.confidence, 4),
+              "start_s": round(self.start_s, 3),
+              "end_s": round(self.end_s, 3)}
+    if self.task is not None:
+      fields["task"] = self.task
+    return fields
 
 
 class MomentFinder:

@@ -9,8 +9,8 @@ kept. Only the names below are replaced:
 * ``emotions.csv``, ``summary.json``, ``timeline.png``, ``report.html``
   (which shows the :data:`REPORT_MOMENTS` strongest key moments; the summary
   lists them all);
-* ``gradcam/`` (a key moment's crop with its Grad-CAM overlay, per moment),
-  when Grad-CAM ran.
+* ``gradcam/`` (a key moment's crop with its Grad-CAM overlay, per moment,
+  tasks' key moments included), when Grad-CAM ran.
 """
 
 from __future__ import annotations
@@ -59,24 +59,30 @@ def _write_gradcam(folder: str, moments: Sequence[Moment]) -> None:
         os.path.join(folder, moment_name(moment)))
 
 
+def _with_pixels(moment: Moment) -> dict[str, Any]:
+  """A moment's fields with its crop and overlay, as the report takes it."""
+  return {**moment.fields(), "crop": moment.crop, "overlay": moment.overlay}
+
+
 def _report_moments(moments: Sequence[Moment]) -> list[dict[str, Any]]:
   """The strongest :data:`REPORT_MOMENTS` moments, by face and time."""
   shown = sorted(moments, key=lambda m: -m.confidence)[:REPORT_MOMENTS]
   shown = sorted(shown, key=lambda m: (m.face_id, m.source, m.time_s))
-  return [{**m.fields(), "crop": m.crop, "overlay": m.overlay}
-          for m in shown]
+  return [_with_pixels(m) for m in shown]
 
 
 def write_all(output_dir: str, *, rows: Sequence[dict[str, Any]],
               class_names: Sequence[str], summary: dict[str, Any],
               moments: Sequence[Moment], with_gradcam: bool,
               timeline: Callable[..., None] | None,
-              report: Callable[..., None] | None) -> dict[str, str]:
+              report: Callable[..., None] | None,
+              task_moments: Sequence[Moment] = ()) -> dict[str, str]:
   """Writes the outputs; returns their final paths by name.
 
-  ``timeline(rows, class_names, path)`` and ``report(path, summary,
-  timeline_png, moments)`` draw the picture and the page; either may be None
-  (not installed), and its file is then not written.
+  ``timeline(rows, class_names, path, tasks=...)`` and ``report(path,
+  summary, timeline_png, moments, task_moments=...)`` draw the picture and
+  the page; either may be None (not installed), and its file is then not
+  written.
   """
   output_dir = os.path.abspath(output_dir)
   created = not os.path.isdir(output_dir)
@@ -93,15 +99,18 @@ def write_all(output_dir: str, *, rows: Sequence[dict[str, Any]],
       f.write("\n")
     written.append(SUMMARY)
     if timeline is not None:
-      timeline(rows, class_names, os.path.join(staging, TIMELINE))
+      timeline(rows, class_names, os.path.join(staging, TIMELINE),
+               tasks=summary.get("tasks"))
       written.append(TIMELINE)
     if with_gradcam:
-      _write_gradcam(os.path.join(staging, GRADCAM), moments)
+      _write_gradcam(os.path.join(staging, GRADCAM),
+                     [*moments, *task_moments])
       written.append(GRADCAM)
     if report is not None:
       report(os.path.join(staging, REPORT), summary,
              os.path.join(staging, TIMELINE) if timeline else None,
-             _report_moments(moments))
+             _report_moments(moments),
+             task_moments=[_with_pixels(m) for m in task_moments])
       written.append(REPORT)
     _commit(staging, output_dir, written)
   except BaseException:

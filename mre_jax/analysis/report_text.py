@@ -29,6 +29,10 @@ looks most like that emotion <i>to the model</i>.</li>
 neighbouring frames before it is counted. <b>Share of time</b> is the part
 of the time a face was visible during which that label was shown;
 the <b>dominant emotion</b> is the one with the largest share.</li>
+<li><b>Valence</b> says how positive the expression looks, from -1 to
++1: the probability of happy minus that of the strongest negative emotion
+(angry, disgust, fear or sad); surprise and neutral do not count. It is
+averaged over the frames of a face or of a task.</li>
 <li>Faces are numbered as they are found; a person who leaves the picture
 and comes back may be counted as a new face.</li>
 <li>The model reads facial expressions, not feelings: a smile is not proof

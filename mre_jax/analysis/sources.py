@@ -168,6 +168,10 @@ class VideoSource(FrameSource):
   def seconds_per_frame(self) -> float:
     return 1.0 / self.sample_fps
 
+  def length_s(self) -> float | None:
+    """The video's length by its header (None: it does not say)."""
+    return self.frame_count / self.fps if self.frame_count else None
+
   def frames(self) -> Iterator[Frame]:
     capture, fps = self._capture, self.fps
     label = os.path.basename(self.name)

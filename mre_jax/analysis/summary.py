@@ -2,9 +2,9 @@
 
 :class:`FaceStats` accumulates, per face id, the rows of the analysis in one
 pass: how long the face was seen, the share of its frames per smoothed
-emotion and its mean (raw) probabilities. :func:`build_summary` puts these
-together with the frame counts, the key moments, the model, the detector and
-the timing.
+emotion, its mean (raw) probabilities and its mean valence.
+:func:`build_summary` puts these together with the frame counts, the key
+moments, the model, the detector and the timing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mre_jax.analysis.moments import Moment
+from mre_jax.analysis.valence import valence
 
 
 class FaceStats:
@@ -27,6 +28,7 @@ class FaceStats:
     self._last: dict[int, float] = {}
     self._prob_sums: dict[int, np.ndarray] = {}
     self._label_counts: dict[int, np.ndarray] = {}
+    self._valence_sums: dict[int, float] = {}
 
   def add(self, face_id: int, time_s: float, probs: np.ndarray,
           label: int) -> None:
@@ -37,11 +39,13 @@ class FaceStats:
       self._first[face_id] = time_s
       self._prob_sums[face_id] = np.zeros(k)
       self._label_counts[face_id] = np.zeros(k, np.int64)
+      self._valence_sums[face_id] = 0.0
     self._frames[face_id] += 1
     self._first[face_id] = min(self._first[face_id], time_s)
     self._last[face_id] = max(self._last.get(face_id, time_s), time_s)
     self._prob_sums[face_id] += probs
     self._label_counts[face_id][label] += 1
+    self._valence_sums[face_id] += valence(probs, self.class_names)
 
   def faces(self, moments: Sequence[Moment]) -> dict[str, dict[str, Any]]:
     """Per face id (as a string, for JSON): its statistics and moments."""
@@ -62,6 +66,7 @@ class FaceStats:
                             for n, s in zip(names, share)},
           "mean_probabilities": {n: round(float(p), 4)
                                  for n, p in zip(names, mean)},
+          "mean_valence": round(self._valence_sums[face_id] / frames, 4),
           "key_moments": [m.fields() for m in moments
                           if m.face_id == face_id],
       }

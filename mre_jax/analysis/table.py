@@ -2,9 +2,10 @@
 
 Columns: ``source, frame, time_s, face_id, x, y, w, h``, one probability per
 class (the model's raw output, summing to 1), then ``emotion, confidence``
-(the label after temporal smoothing and its smoothed probability). Boxes are
-in pixels of the original frame. Rows are plain dicts keyed by column, so
-they read the same from the CSV, the API and the plots.
+(the label after temporal smoothing and its smoothed probability) and
+``valence`` (:mod:`~mre_jax.analysis.valence`, from the raw probabilities).
+Boxes are in pixels of the original frame. Rows are plain dicts keyed by
+column, so they read the same from the CSV, the API and the plots.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from mre_jax.analysis.detection import Box
+from mre_jax.analysis.valence import valence
 
 LEADING = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h")
-TRAILING = ("emotion", "confidence")
+TRAILING = ("emotion", "confidence", "valence")
 
 
 def mmss(seconds: float) -> str:
@@ -47,6 +49,7 @@ def make_row(*, source: str, frame: int, time_s: float, face_id: int,
   row.update({name: float(p) for name, p in zip(class_names, probs)})
   row["emotion"] = class_names[label]
   row["confidence"] = round(float(smoothed[label]), 6)
+  row["valence"] = round(valence(probs, class_names), 6)
   return row
 
 

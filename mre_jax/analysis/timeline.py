@@ -4,8 +4,10 @@ One panel per face, stacked, sharing the time axis (mm:ss). Each emotion has
 a fixed colour (:data:`EMOTION_COLOURS`), in the lines and in the legend, so
 panels and reports read alike. Lines show the raw per-frame probabilities; the
 band along the top of each panel shows the label kept after smoothing, which
-is what the summary counts. Breaks where a face was not seen are left blank
-rather than bridged. A face seen at a single instant (a photo) gets a bar
+is what the summary counts. A black line shows the valence (right-hand
+axis, -1 to 1; :mod:`~mre_jax.analysis.valence`), and the tasks of an events
+file are shaded, labelled bands. Breaks where a face was not seen are left
+blank rather than bridged. A face seen at a single instant (a photo) gets a bar
 chart instead; with no face at all the picture says so.
 
 Drawn with matplotlib's Agg canvas directly, so no display and no global
@@ -23,12 +25,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 from matplotlib.ticker import MultipleLocator
 from PIL import Image
 
 from mre_jax.analysis.table import mmss
+from mre_jax.analysis.valence import valences
 
 
 EMOTION_COLOURS = {
@@ -45,6 +49,8 @@ DPI = 100
 MAX_PANELS = 6
 _TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
 MAX_POINTS = 400  # Per face and emotion; longer series are binned.
+VALENCE_COLOUR = "#000000"
+TASK_COLOURS = ("#dfe8f5", "#f3eadb")  # Alternate tasks' bands.
 
 
 def colours(class_names: Sequence[str]) -> dict[str, str]:
@@ -68,7 +74,8 @@ def face_order(face_id: Any) -> tuple[int, Any]:
 
 def faces_of(rows: Sequence[Mapping[str, Any]],
              class_names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-  """Rows grouped by face id (in id order): times, probabilities, labels.
+  """Rows grouped by face id (in id order): times, probabilities, labels
+  and valences (computed from the probabilities).
 
   Rows without a face id or with non-finite probabilities (frames where no
   face was found or read) are skipped.
@@ -89,10 +96,11 @@ def faces_of(rows: Sequence[Mapping[str, Any]],
   faces = {}
   for face in sorted(grouped, key=face_order):
     face_rows = sorted(grouped[face], key=lambda r: float(r["time_s"]))
+    probs = np.array([[float(r[n]) for n in class_names]
+                      for r in face_rows])
     faces[face] = {
         "time": np.array([float(r["time_s"]) for r in face_rows]),
-        "probs": np.array([[float(r[n]) for n in class_names]
-                           for r in face_rows]),
+        "probs": probs, "valence": valences(probs, class_names),
         "label": np.array([str(r.get("emotion", "")) for r in face_rows]),
     }
   return faces
@@ -155,9 +163,37 @@ def _dominant(labels: np.ndarray) -> str:
   return str(names[np.argmax(counts)]) if len(names) else ""
 
 
+def _task_bands(ax, tasks: Sequence[Mapping[str, Any]], end_s: float) -> None:
+  """Each task as a shaded band across the panel, its label at the top."""
+  for i, task in enumerate(tasks):
+    start = float(task["start_s"])
+    end = float(task["end_s"]) if task.get("end_s") is not None else end_s
+    ax.axvspan(start, end, color=TASK_COLOURS[i % len(TASK_COLOURS)],
+               zorder=0, linewidth=0)
+    ax.text(start, 0.83, f" {task['label']}", ha="left", va="top",
+            fontsize=8, color="#222222", clip_on=True, zorder=4,
+            transform=ax.get_xaxis_transform(),
+            bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0,
+                  "pad": 1})
+
+
+def _valence_axis(ax, t: np.ndarray, valence: np.ndarray) -> None:
+  """Valence on a right-hand axis whose -1 and 1 face probabilities 0, 1."""
+  low, high = ax.get_ylim()
+  right = ax.twinx()
+  right.set_ylim(2 * low - 1, 2 * high - 1)
+  right.set_yticks([-1, 0, 1])
+  right.set_ylabel("valence")
+  right.axhline(0, color=VALENCE_COLOUR, linewidth=0.6, alpha=0.3,
+                linestyle="--")
+  right.plot(t, valence, color=VALENCE_COLOUR, linewidth=1.1, alpha=0.85)
+
+
 def _draw_face(ax, face: str, data: Mapping[str, np.ndarray],
-               class_names: Sequence[str], palette: Mapping[str, str]) -> None:
-  time, probs, labels = data["time"], data["probs"], data["label"]
+               class_names: Sequence[str], palette: Mapping[str, str],
+               tasks: Sequence[Mapping[str, Any]] = ()) -> None:
+  time, labels = data["time"], data["label"]
+  probs = data["probs"]
   dominant = _dominant(labels)
   if np.ptp(time) == 0:
     mostly = f": {dominant}" if dominant else ""
@@ -172,14 +208,18 @@ def _draw_face(ax, face: str, data: Mapping[str, np.ndarray],
                  loc="left", fontsize=11)
     return
   mostly = f": mostly {dominant}" if dominant else ""
-  bin_time, bin_probs, bin_labels = _binned(time, probs, labels, MAX_POINTS)
-  t, p = _with_gaps(bin_time, bin_probs)
+  series = np.column_stack([probs, data["valence"]])
+  bin_time, bin_series, bin_labels = _binned(time, series, labels,
+                                             MAX_POINTS)
+  t, p = _with_gaps(bin_time, bin_series)
   marker = "o" if len(time) <= 40 else None
   for k, name in enumerate(class_names):
     ax.plot(t, p[:, k], color=palette[name], linewidth=1.4, marker=marker,
             markersize=3)
   _label_band(ax, bin_time, bin_labels, palette)
   ax.set_ylim(-0.02, 1.17)
+  _task_bands(ax, tasks, float(time[-1]))
+  _valence_axis(ax, t, p[:, -1])
   ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0, 1.1],
                 ["0", "0.25", "0.5", "0.75", "1", "label"])
   ax.set_ylabel("probability")
@@ -190,13 +230,15 @@ def _draw_face(ax, face: str, data: Mapping[str, np.ndarray],
 
 
 def write_timeline(rows: Sequence[Mapping[str, Any]],
-                   class_names: Sequence[str], path: str | os.PathLike) -> None:
+                   class_names: Sequence[str], path: str | os.PathLike,
+                   tasks: Sequence[Mapping[str, Any]] | None = None) -> None:
   """Draws the per-face probability timeline of ``rows`` into PNG ``path``.
 
   ``rows`` are the per-frame rows of the analysis (``time_s``, ``face_id``,
-  one probability per class name, ``emotion``). At most :data:`MAX_PANELS`
-  faces are drawn, those seen in the most frames; the title says so when
-  some are left out.
+  one probability per class name, ``emotion``); ``tasks`` the summary's
+  tasks (``label``, ``start_s``, ``end_s``), drawn as bands. At most
+  :data:`MAX_PANELS` faces are drawn, those seen in the most frames; the
+  title says so when some are left out.
   """
   class_names = list(class_names)
   palette = colours(class_names)
@@ -205,7 +247,7 @@ def write_timeline(rows: Sequence[Mapping[str, Any]],
   shown = [f for f in faces if f in shown]
   width, height = image_size(len(shown))
   fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-  fig.subplots_adjust(left=0.08, right=0.98, top=1 - HEADER_PX / height,
+  fig.subplots_adjust(left=0.08, right=0.93, top=1 - HEADER_PX / height,
                       bottom=BOTTOM_PX / height, hspace=0.6)
   timed = [f for f in shown if np.ptp(faces[f]["time"]) > 0]
   title = "Emotion probabilities" + (" over time" if timed else "")
@@ -224,7 +266,7 @@ def write_timeline(rows: Sequence[Mapping[str, Any]],
     for a in sharex[1:]:
       a.sharex(sharex[0])
     for ax, face in zip(axes, shown):
-      _draw_face(ax, face, faces[face], class_names, palette)
+      _draw_face(ax, face, faces[face], class_names, palette, tasks or ())
     if sharex:
       span = (max(faces[f]["time"][-1] for f in timed)
               - min(faces[f]["time"][0] for f in timed))
@@ -235,25 +277,32 @@ def write_timeline(rows: Sequence[Mapping[str, Any]],
     if sharex:
       sharex[-1].set_xlabel("time in the video (mm:ss)")
   handles = [Patch(color=palette[n], label=n) for n in class_names]
-  fig.legend(handles=handles, loc="upper center", ncol=len(class_names),
+  if timed:
+    handles.append(Line2D([], [], color=VALENCE_COLOUR, label="valence"))
+  fig.legend(handles=handles, loc="upper center", ncol=len(handles),
              frameon=False, fontsize=10, bbox_to_anchor=(0.5, 1 - 40 / height))
   if timed:
-    fig.text(0.5, 1 - 78 / height, "Lines: the model's probability of each "
-             "emotion in each analysed frame.  Band marked 'label': the "
-             "emotion kept after smoothing.", ha="center", va="top",
-             fontsize=9, color="#444444")
+    bands = "; shaded: the tasks" if tasks else ""
+    fig.text(0.5, 1 - 78 / height, "Lines: each emotion's probability per "
+             "analysed frame; black: valence (right axis); band 'label': "
+             f"the emotion kept after smoothing{bands}.", ha="center",
+             va="top", fontsize=9, color="#444444")
   _save(fig, path)
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> None:
-  """Writes ``fig`` as a 256-colour PNG: small, with no visible change."""
+def png_bytes(fig: Figure) -> bytes:
+  """``fig`` as a 256-colour PNG: small, with no visible change."""
   canvas = FigureCanvasAgg(fig)
   canvas.draw()
   rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
   buffer = io.BytesIO()
   rgb.quantize(256, method=Image.Quantize.MEDIANCUT).save(
       buffer, format="PNG", optimize=True)
-  write_atomically(path, buffer.getvalue())
+  return buffer.getvalue()
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
+  write_atomically(path, png_bytes(fig))
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:

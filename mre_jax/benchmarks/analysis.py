@@ -45,6 +45,7 @@ from mre_jax import pretrained
 import cv2  # pylint: disable=g-bad-import-order,wrong-import-order
 from mre_jax.benchmarks import cli
 from mre_jax.benchmarks import test_faces
+from mre_jax.errors import UserError
 # The tests read RAF-DB faces through this module.
 from mre_jax.benchmarks.test_faces import raf_test_faces  # pylint: disable=unused-import
 
@@ -114,6 +115,28 @@ def compose_frames(faces: Sequence[np.ndarray], rng: np.random.Generator, *,
                  min(width, height) * 0.9)
     for _ in range(blank_frames):
       yield noisy(background), None, None
+
+
+def detectable_faces(count: int, seed: int = 0) -> np.ndarray:
+  """Drawn ``synthetic_faces`` faces (RGB, 48x48) that the Haar cascade
+  finds when pasted 110 pixels wide into a 320x240 frame."""
+  # pylint: disable=g-import-not-at-top
+  from mre_jax.analysis import detection
+  from mre_jax.datasets import synthetic_faces
+  detector = detection.HaarDetector()
+  faces = synthetic_faces.render_faces(
+      np.arange(8 * count) % 7, np.random.default_rng(seed))
+  kept = []
+  for face in faces:
+    big = cv2.resize(face[..., 0], (110, 110), interpolation=cv2.INTER_LINEAR)
+    frame = np.full((240, 320), 128, np.uint8)
+    frame[60:170, 100:210] = big
+    if len(detector.detect(frame)) == 1:
+      kept.append(np.repeat(face, 3, axis=-1))
+    if len(kept) == count:
+      return np.stack(kept)
+  raise UserError(f"fewer than {count} of {len(faces)} drawn faces were "
+                  "found by the face detector; ask for fewer")
 
 
 def write_video(path: str, frames: Iterator[tuple[np.ndarray, Any, Any]],
