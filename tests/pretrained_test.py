@@ -16,6 +16,7 @@ import pytest
 from mre_jax import inference
 from mre_jax import pretrained
 from mre_jax.analysis import classifier as analysis_classifier
+from mre_jax.datasets import common
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
 from mre_jax.pretrained import __main__ as cli
@@ -204,7 +205,7 @@ def test_adjustment_is_chosen_on_validation_mean_class_accuracy():
   rng = np.random.default_rng(0)
   names = [str(i) for i in range(3)]
   labels = rng.choice(3, 3000, p=[0.8, 0.15, 0.05])
-  prior = adjust.class_prior(labels, 3)
+  prior = common.class_prior(labels, 3)
   logits = rng.normal(0, 1, (3000, 3)) + np.log(prior)
   logits[np.arange(3000), labels] += 2.0
   choice = adjust.choose(logits, labels, prior, names)
@@ -230,7 +231,7 @@ def test_a_degenerate_tau_with_a_small_gap_is_not_chosen():
   rng = np.random.default_rng(1)
   names = [str(i) for i in range(3)]
   labels = rng.choice(3, 3000, p=[0.6, 0.3, 0.1])
-  prior = adjust.class_prior(labels, 3)
+  prior = common.class_prior(labels, 3)
   logits = rng.normal(0, 1, (3000, 3))
   logits[np.arange(3000), labels] += 3.0
   logits[labels == 2] = rng.normal(0, 1, ((labels == 2).sum(), 3))

@@ -85,6 +85,14 @@ class SplitData:
         indices=self.indices[mask], split=split)
 
 
+def class_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """The share of each class in ``labels``; an absent class counts once, so
+  that its log stays finite."""
+  counts = np.bincount(np.asarray(labels).reshape(-1),
+                       minlength=num_classes).astype(np.float64)
+  return np.maximum(counts, 1) / max(counts.sum(), 1)
+
+
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
   """Inverse-frequency class weights ``w_c = n / (K * n_c)``.
 

@@ -38,12 +38,6 @@ class Choice:
             "candidates": list(self.candidates)}
 
 
-def class_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
-  """The share of each class in ``labels`` (an absent class counts once)."""
-  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-  return np.maximum(counts, 1) / max(len(labels), 1)
-
-
 def choose(logits: np.ndarray, labels: np.ndarray, prior: np.ndarray,
            class_names: Sequence[str]) -> Choice:
   """The ``tau`` of :data:`TAUS` to ship, from validation logits."""

@@ -31,6 +31,7 @@ import numpy as np
 from mre_jax import checkpointing
 from mre_jax import pretrained
 from mre_jax import report
+from mre_jax.datasets import common
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
 from mre_jax.pretrained import adjust
@@ -139,7 +140,7 @@ def publish(workdir: str, name: str, data_dir: str, manual_dir: str,
   config = _run_config(workdir)
   loaded = checkpointing.load_model(workdir, "best")
   splits = measure.load_splits(config["dataset"], data_dir, manual_dir)
-  prior = adjust.class_prior(splits["train"].labels,
+  prior = common.class_prior(splits["train"].labels,
                              len(loaded.class_names))
   choice = adjust.choose(
       _predictor(loaded, loaded.variables).logits(

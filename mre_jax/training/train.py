@@ -25,6 +25,7 @@ from mre_jax import augment
 from mre_jax import distributed
 from mre_jax import input_pipeline
 from mre_jax import models
+from mre_jax.datasets import common
 from mre_jax.errors import ConfigError
 from mre_jax.labels import NUM_CLASSES
 from mre_jax.training import losses
@@ -154,6 +155,17 @@ def make_loss_fn(model, temperature: float, ce_weight: float,
     return loss, (logits, updates["batch_stats"])
 
   return loss_fn
+
+
+def logit_offsets(config: config_dict.ConfigDict,
+                  train_labels: np.ndarray) -> np.ndarray | None:
+  """``logit_adjustment * log(class prior)`` of the train split, the offsets
+  of the logit-adjusted loss, or None when the run does not adjust."""
+  tau = config.get("logit_adjustment", 0.0)
+  if not tau:
+    return None
+  prior = common.class_prior(train_labels, NUM_CLASSES)
+  return (tau * np.log(prior)).astype(np.float32)
 
 
 def make_train_chunk(model, tx, config, mesh, global_batch: int,

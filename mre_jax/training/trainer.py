@@ -40,8 +40,8 @@ from mre_jax.training.train import (build_model, current_lr,
                                     global_batch_size, init_state,
                                     learning_rate, lr_schedule,
                                     make_optimizer, make_plateau,
-                                    make_train_chunk, steps_per_dispatch,
-                                    TrainState)
+                                    logit_offsets, make_train_chunk,
+                                    steps_per_dispatch, TrainState)
 
 
 @dataclasses.dataclass
@@ -183,11 +183,11 @@ class Trainer:
     steps = self._steps_per_epoch(data)
     weights = (data.class_weights if data.class_weights is not None
                else np.ones(NUM_CLASSES, np.float32))
+    offsets = logit_offsets(config, data.splits["train"].labels)
     return _Epoch(
         train_chunk=make_train_chunk(self.model, tx, config, mesh,
                                      self.global_batch, self.ce_weight,
-                                     self.kd_weight,
-                                     _logit_offsets(config, data)),
+                                     self.kd_weight, offsets),
         predict_fn=predict.make_predict_fn(self.model, mesh,
                                            config.image_size),
         plateau_update=jax.jit(lambda s, value: plateau.update(
@@ -344,19 +344,6 @@ class Trainer:
       return False
     meta = checkpointing.read_meta(manager, latest)
     return bool(meta.get("finished")) and not self._continues(meta["epoch"])
-
-
-def _logit_offsets(config: config_dict.ConfigDict,
-                   data: loading.RunData) -> np.ndarray | None:
-  """``logit_adjustment * log(prior)`` of the train split's classes, or None
-  when the run does not adjust its logits."""
-  tau = config.get("logit_adjustment", 0.0)
-  if not tau:
-    return None
-  labels = data.splits["train"].labels
-  counts = np.bincount(labels, minlength=NUM_CLASSES).astype(np.float64)
-  prior = np.maximum(counts, 1) / max(len(labels), 1)
-  return (tau * np.log(prior)).astype(np.float32)
 
 
 def _train_item(state: TrainState) -> dict[str, Any]:
