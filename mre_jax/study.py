@@ -1,13 +1,14 @@
 """Command line: a usability study, from its recordings to one comparison.
 
-    python -m mre_jax.study --model=WORKDIR_OR_EXPORTED_FILE \\
-        --sessions=FOLDER_OR_CSV --output=DIR [--events_dir=DIR] \\
+    python -m mre_jax.study --sessions=FOLDER_OR_CSV --output=DIR \\
+        [--model=SHIPPED_NAME|WORKDIR|EXPORT] [--events_dir=DIR] \\
         [--jobs=1] [--faces=main|all] [analyze's flags: --sample_fps=5 ...]
 
 ``--sessions`` is a folder of recordings (participant = file name; tasks
 from ``<events_dir>/<participant>.csv``, beside the videos by default) or a
 CSV ``participant,video,events`` (:mod:`mre_jax.analysis.study_sessions`).
-Every session is analysed with the same model and settings into
+Every session is analysed with the same model (default: the shipped
+:data:`mre_jax.pretrained.DEFAULT`) and settings into
 ``DIR/sessions/<participant>/``, exactly as ``python -m mre_jax.analyze``
 writes a folder; then ``DIR/study.csv`` (one row per participant and task)
 and ``DIR/study.html`` (tasks compared across participants, with links to
@@ -36,6 +37,7 @@ from absl import logging
 
 from mre_jax import analyze
 from mre_jax import cli
+from mre_jax import pretrained
 from mre_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -191,16 +193,19 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: every argument "
              "is a flag such as --sessions=DIR; see --helpshort")
-  if not FLAGS.model:
-    cli.fail("--model is required: a training workdir or a file written by "
-             "python -m mre_jax.export")
   logging.set_verbosity(logging.WARNING)
   settings = analyze.settings_from_flags()
-  load = functools.partial(_load, FLAGS.model, settings, FLAGS.device)
-  if not os.path.exists(FLAGS.model):
-    cli.fail(f"--model {FLAGS.model} does not exist: give a training "
-             "workdir (with checkpoints/) or a file written by python -m "
+  model = FLAGS.model or pretrained.DEFAULT
+  shipped = not os.path.exists(model) and pretrained.is_name(model)
+  if not shipped and not os.path.exists(model):
+    cli.fail(f"--model {model} does not exist: give a shipped model's name "
+             "(python -m mre_jax.pretrained lists them), a training workdir "
+             "(with checkpoints/) or a file written by python -m "
              "mre_jax.export")
+  load = functools.partial(_load, model, settings, FLAGS.device)
+  # A shipped model is its weights and its card (which holds its framing).
+  model_files = ([os.path.join(pretrained.FOLDER, model + ext)
+                  for ext in (".npz", ".json")] if shipped else [model])
   try:
     # pylint: disable=g-import-not-at-top
     from mre_jax.analysis import analyzer as analyzer_lib
@@ -208,7 +213,8 @@ def main(argv: list[str]) -> None:
     analysis_settings = analyzer_lib.Settings(**settings)
     run_study(sessions=FLAGS.sessions, output=FLAGS.output,
               settings=analysis_settings,
-              model_key=study_state.model_digest(FLAGS.model), load=load,
+              model_key="+".join(study_state.model_digest(f)
+                                 for f in model_files), load=load,
               events_dir=FLAGS.events_dir, jobs=FLAGS.jobs,
               out=lambda line: print(line, flush=True))
   except UserError as e:

@@ -14,6 +14,7 @@ negative task for each.
 import base64
 import csv
 import io
+import json
 import math
 import os
 import re
@@ -27,6 +28,7 @@ import pytest
 from conftest import PROJECT_ROOT
 from expression_model import ExpressionModel
 from mre_jax import demo_session
+from mre_jax import pretrained
 from mre_jax import study
 from mre_jax.analysis import analyzer as analyzer_lib
 from mre_jax.analysis import study_sessions
@@ -303,6 +305,29 @@ def test_the_command_runs_sessions_in_parallel(teacher_run, recordings,
                        check=False)
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_without_model_the_shipped_default_is_used_and_kept(recordings,
+                                                            tmp_path):
+  """No --model: the shipped default analyses the study, and a rerun finds
+  the session analysed with that same model and skips it."""
+  if pretrained.DEFAULT not in pretrained.names():
+    pytest.skip("the shipped default model is not in this checkout")
+  folder = tmp_path / "one"
+  folder.mkdir()
+  shutil.copy(recordings / "P02.avi", folder / "P02.avi")
+  output = tmp_path / "study"
+  args = [sys.executable, "-m", "mre_jax.study", f"--sessions={folder}",
+          f"--output={output}", "--detector=none", "--device=cpu"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  runs = [subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True,
+                         text=True, timeout=300, check=False)
+          for _ in range(2)]
+  assert all(r.returncode == 0 for r in runs), runs[-1].stderr
+  summary = json.loads((output / "sessions" / "P02" / "summary.json"
+                        ).read_text())
+  assert summary["model"]["name"] == pretrained.DEFAULT
+  assert "done in" in runs[0].stdout and "done in" not in runs[1].stdout
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -54,6 +54,13 @@ TERMS = {
 }
 
 
+# What loading and the listings read from a card.
+_REQUIRED = (("model", "width"), ("model", "se_reduction"),
+             ("model", "num_classes"), ("model", "class_names"),
+             ("preprocessing", "image_size"), ("accuracy", "test"),
+             ("weights", "sha256"), ("dataset", "name"))
+
+
 class PretrainedError(UserError):
   """A shipped model's name is unknown or its files are damaged."""
 
@@ -89,8 +96,11 @@ def card(name: str, folder: str = FOLDER) -> dict[str, Any]:
   try:
     with open(path) as f:
       data = json.load(f)
-    data["model"]["width"], data["preprocessing"]["image_size"]  # Required.
-  except (OSError, ValueError, KeyError, TypeError) as e:
+    missing = [f"{section}.{key}" for section, key in _REQUIRED
+               if key not in data.get(section, {})]
+    if missing:
+      raise KeyError(f"no {', '.join(missing)}")
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
     raise PretrainedError(
         f"the model card {path} is damaged ({type(e).__name__}: {e}); "
         "reinstall mre_jax") from e
