@@ -92,14 +92,24 @@ def verify(step_dir: str, step: int, saved: Sequence[int] = ()) -> None:
                     "(checksum mismatch)", saved)
 
 
+def _allowed_infinite(key: str, leaf: Any) -> bool:
+  """The plateau's best value is +inf until it first measures (optax's
+  ``reduce_on_plateau``), and stays so in runs on another schedule."""
+  return key.endswith(".best_value") and bool(
+      jnp.all(jnp.isfinite(leaf) | jnp.isposinf(leaf)))
+
+
 def check_finite(tree: Any, step: int, step_dir: str,
                  saved: Sequence[int] = ()) -> None:
-  """Raises CheckpointError if a restored float array holds NaN or inf."""
+  """Raises CheckpointError if a restored float array holds NaN or inf
+  (bar the plateau's best value, which may be +inf)."""
   bad = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    key = jax.tree_util.keystr(path)
     if (hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
-        and not bool(jnp.all(jnp.isfinite(leaf)))):
-      bad.append(jax.tree_util.keystr(path))
+        and not bool(jnp.all(jnp.isfinite(leaf)))
+        and not _allowed_infinite(key, leaf)):
+      bad.append(key)
   if bad:
     listed = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more"
                                    if len(bad) > 3 else "")

@@ -5,7 +5,9 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from mre_jax import checkpoint_integrity
@@ -98,3 +100,20 @@ def test_nan_parameters_are_refused(tmp_path):
   with pytest.raises(CheckpointError, match=r"NaN or infinite values in "
                      r"\['model'\]\['params'\]\['fc4'\]\['bias'\]"):
     checkpointing.load_model(str(tmp_path), "latest")
+
+
+def test_an_unmeasured_plateau_may_hold_inf_but_not_nan(tmp_path):
+  """Runs on another schedule than the plateau's never update it: its best
+  value stays optax's initial +inf, and such a checkpoint resumes."""
+  plateau = optax.contrib.reduce_on_plateau().init({"w": jnp.ones(2)})
+  assert not bool(jnp.isfinite(plateau.best_value))
+  checkpoint_integrity.check_finite({"train": {"plateau_state": plateau}}, 3,
+                                    str(tmp_path))
+  broken = plateau._replace(best_value=jnp.asarray(jnp.nan))
+  with pytest.raises(CheckpointError, match="best_value"):
+    checkpoint_integrity.check_finite({"train": {"plateau_state": broken}}, 3,
+                                      str(tmp_path))
+  with pytest.raises(CheckpointError, match="scale"):
+    checkpoint_integrity.check_finite(
+        {"train": {"plateau_state": plateau._replace(
+            scale=jnp.asarray(jnp.inf))}}, 3, str(tmp_path))
