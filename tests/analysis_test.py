@@ -24,6 +24,7 @@ from mre_jax.analysis import sources
 from mre_jax.analysis import table
 from mre_jax.analysis import tracking
 from mre_jax.benchmarks import analysis as bench
+from mre_jax.benchmarks import test_faces
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
@@ -547,9 +548,9 @@ def test_real_faces_are_found_and_classified_as_the_predictor_does(
   analyzer = request.getfixturevalue("analyzer")  # After the skip, if any.
   model = request.getfixturevalue("model")
   # Recall varies with the faces drawn (91-98% over seeds for 60 faces).
-  faces, labels = bench.raf_test_faces(real_data_dir, 60, seed=0)
+  faces, labels = test_faces.raf_test_faces(real_data_dir, 60, seed=0)
   with pytest.raises(UserError, match="--faces=100000: expected 1 to "):
-    bench.raf_test_faces(real_data_dir, 100000)
+    test_faces.raf_test_faces(real_data_dir, 100000)
   video = bench.write_video(
       str(tmp_path / "raf.mp4"),
       bench.compose_frames(faces, np.random.default_rng(0),
@@ -576,4 +577,4 @@ def test_real_faces_are_found_and_classified_as_the_predictor_does(
 def test_benchmark_without_raf_db_is_one_clear_error(tmp_path):
   (tmp_path / "rafdb").mkdir()
   with pytest.raises(UserError, match="no RAF-DB files in .*--data must"):
-    bench.raf_test_faces(tmp_path, 5)
+    test_faces.raf_test_faces(tmp_path, 5)

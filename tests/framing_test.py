@@ -5,7 +5,7 @@ import numpy as np
 
 from mre_jax.analysis import detection
 from mre_jax.analysis import framing
-from mre_jax.benchmarks import analysis as bench
+from mre_jax.benchmarks import test_faces
 from mre_jax.datasets import synthetic_faces
 
 
@@ -47,7 +47,7 @@ def test_undetectable_faces_keep_the_detectors_box():
 
 def test_raf_db_faces_are_framed_tighter_than_the_detectors_box(
     real_data_dir):
-  faces, _ = bench.raf_test_faces(real_data_dir, 120, seed=1)
+  faces, _ = test_faces.raf_test_faces(real_data_dir, 120, seed=1)
   measured = framing.measure(faces)
   assert measured.found >= 0.7
   assert 0.8 <= measured.scale <= 0.98 and 0.0 < measured.shift < 0.1

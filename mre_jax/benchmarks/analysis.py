@@ -46,8 +46,6 @@ import cv2  # pylint: disable=g-bad-import-order,wrong-import-order
 from mre_jax.benchmarks import cli
 from mre_jax.benchmarks import test_faces
 from mre_jax.errors import UserError
-# The tests read RAF-DB faces through this module.
-from mre_jax.benchmarks.test_faces import raf_test_faces  # pylint: disable=unused-import
 
 FLAGS = flags.FLAGS
 FRAME_SIZE = (640, 480)
