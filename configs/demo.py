@@ -11,8 +11,8 @@ overridden, e.g. ``--config.teacher.num_epochs=2``.
 
 from ml_collections import config_dict
 
-from mre_jax import config_lib
-from mre_jax import recipe
+from mre_jax.config import config_lib
+from mre_jax.config import recipe
 
 
 def _run(model: str, width: int, epochs: int) -> config_dict.ConfigDict:
@@ -35,7 +35,7 @@ def get_config(arg=None):
   config = config_dict.ConfigDict()
   config.workflow = "demo"
   config.teacher = _run("teacher", width=10, epochs=15)  # Never distils.
-  # Experiment E6's T and alpha (Table IV), from mre_jax.paper.
+  # Experiment E6's T and alpha (Table IV), from mre_jax.config.paper.
   config.student = config_lib.apply_args(
       _run("student_c", width=6, epochs=15), "exp=E6", student=True)
   return config

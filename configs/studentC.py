@@ -6,11 +6,12 @@ Name the teacher with ``--config.distill.teacher_workdir=DIR``; without
 one, a FER2013 student distils from the published teacher logits
 (``mre_jax/teacher_logits/``). Add
 ``recipe=improved`` for the improved recipe instead of the paper's
-(:func:`mre_jax.recipe.apply_recipe`), e.g. ``:fer2013,exp=E6,recipe=improved``.
+(:func:`mre_jax.config.recipe.apply_recipe`), e.g.
+``:fer2013,exp=E6,recipe=improved``.
 """
 
-from mre_jax import config_lib
-from mre_jax import recipe
+from mre_jax.config import config_lib
+from mre_jax.config import recipe
 
 
 def get_config(arg=None):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the GPU results on one machine, step by step, each step within
-# its time budget; everything small goes to OUTDIR (see mre_jax/reproduce.py).
+# its time budget; everything small goes to OUTDIR (see mre_jax/reproduce/).
 #
 #   launch/gpu_reproduce.sh OUTDIR [--steps=bench,teacher_fer,teacher_raf,e1,e4]
 #       [--data=DIR] [--inputs=DIR] [--budget_s=...] [--epochs=...] [--tiny]

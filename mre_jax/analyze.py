@@ -37,9 +37,9 @@ from absl import flags
 from absl import logging
 
 from mre_jax import cli
-from mre_jax import pretrained
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
+from mre_jax.models import shipped
 
 FLAGS = flags.FLAGS
 _FACES_LISTED = 10
@@ -266,7 +266,7 @@ def define_analysis_flags(faces_default: str = "all") -> None:
                       "mre_jax.pretrained lists them), a training workdir "
                       "(with checkpoints/) or a file written by python -m "
                       "mre_jax.export; default: the shipped "
-                      f"{pretrained.DEFAULT}.")
+                      f"{shipped.DEFAULT}.")
   flags.DEFINE_float("sample_fps", 5.0, "Video frames analysed per second of "
                      "video (by frame index); 0: every frame.", lower_bound=0)
   flags.DEFINE_enum("detector", "haar", ["haar", "none"], "haar: find faces "

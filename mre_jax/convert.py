@@ -32,12 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mre_jax import checkpointing
 from mre_jax import cli
 from mre_jax import models
+from mre_jax.config.labels import CLASS_NAMES
+from mre_jax.config.labels import NUM_CLASSES
 from mre_jax.errors import CheckpointError, ConfigError, UserError
-from mre_jax.labels import CLASS_NAMES
-from mre_jax.labels import NUM_CLASSES
+from mre_jax.workdir import checkpointing
 
 # Keys under which training scripts commonly nest the state_dict.
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
@@ -142,7 +142,7 @@ def _hints(state: Mapping[str, Any], model: models.ResEmoteNet) -> list[str]:
     hints.append(f"fc4.weight has {classes} outputs: pass "
                  f"--num_classes={classes}")
   return hints or ["export the state_dict of a ResEmoteNet of this preset "
-                   "(mre_jax.torch_reference builds one)"]
+                   "(mre_jax.models.torch_reference builds one)"]
 
 
 def _strip_data_parallel_prefix(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,13 +8,13 @@ import os
 
 from ml_collections import config_dict
 
-from mre_jax import checkpointing
-from mre_jax import demo_session
-from mre_jax import distributed
 from mre_jax import models
+from mre_jax.datasets import demo_session
 from mre_jax.evaluation import evaluator
+from mre_jax.runtime import distributed
 from mre_jax.training import teacher_logits
 from mre_jax.training import trainer
+from mre_jax.workdir import checkpointing
 
 
 def _size_mb(num_params: int) -> float:

@@ -6,7 +6,7 @@
 The file holds a ``jax.export`` artefact of the Predictor's whole function,
 ``uint8 (batch, height, width, 3)`` RGB faces to ``float32 (batch, K)`` class
 probabilities: the channel matching and preprocessing of
-:mod:`mre_jax.input_pipeline` (the very functions training and
+:mod:`mre_jax.data.input_pipeline` (the very functions training and
 :class:`~mre_jax.inference.predictor.Predictor` use), the model in eval mode
 with its parameters baked in, and the softmax. Beside it goes metadata:
 classes, preprocessing, model, source checkpoint, fingerprint, jax versions
@@ -17,7 +17,7 @@ classes, preprocessing, model, source checkpoint, fingerprint, jax versions
   face already at the model's size, which the Predictor does not resize, goes
   through a resize to the same size, equal within float rounding (~1e-8).
 * Each of ``--platforms`` gets its own lowering: CPU with the convolution
-  forms :mod:`mre_jax.conv` picks for the exporting machine's backend (so
+  forms :mod:`mre_jax.models.conv` picks for the exporting machine's backend (so
   export on a CPU machine for the fastest CPU program), the others with XLA's
   convolution, as the Predictor runs there.
 
@@ -41,13 +41,13 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
-from mre_jax import checkpoint_integrity
-from mre_jax import checkpointing
 from mre_jax import cli
 from mre_jax import models
 from mre_jax.errors import ExportError
 from mre_jax.inference import exported as exported_lib
 from mre_jax.inference.predictor import Predictor
+from mre_jax.workdir import checkpoint_integrity
+from mre_jax.workdir import checkpointing
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 

@@ -24,9 +24,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from mre_jax import distributed
-from mre_jax import host_memory
 from mre_jax.errors import DatasetError, Interrupted, UserError
+from mre_jax.runtime import distributed
+from mre_jax.runtime import host_memory
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -69,7 +69,7 @@ def run(config, workdir: str, mode: str) -> None:
     from mre_jax.training import trainer
     trainer.train_and_evaluate(config, workdir)
   else:
-    from mre_jax import config_lib
+    from mre_jax.config import config_lib
     from mre_jax.training import teacher_logits
     config_lib.validate(config)
     teacher_logits.export_command(config, workdir)
@@ -134,7 +134,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(f"could not load --config: {e.filename}, line {e.lineno}: {e.msg}")
   except ImportError as e:  # A config file's own imports failed.
     _fail(f"could not load --config: {e}\nConfig files build on "
-          "mre_jax.recipe and import nothing else from the repository.")
+          "mre_jax.config.recipe and import nothing else from the repository.")
   except BrokenPipeError:  # --help piped into head.
     raise
   except OSError as e:

@@ -5,7 +5,7 @@
 
 reads each workdir's ``config.json``, ``run_info.json``, ``metrics.jsonl`` and
 ``eval_*.json`` and writes ``results.md`` (the paper's Table IV from
-:mod:`mre_jax.paper`, ours in its layout with per-class accuracies, each
+:mod:`mre_jax.config.paper`, ours in its layout with per-class accuracies, each
 distilled run compared with its baseline, an optional ``--notes`` discussion
 and every run's command), ``results.json`` (one record per run: dataset,
 model, experiment, recipe, teacher, T, alpha, kd_weight, accuracies, epochs,
@@ -22,153 +22,16 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from ml_collections import config_dict
 import numpy as np
 
 from mre_jax import cli
-from mre_jax import config_lib
-from mre_jax import paper
-from mre_jax import pretrained
-from mre_jax.pretrained import tables
+from mre_jax.config import paper
+from mre_jax.errors import UserError
 from mre_jax.evaluation import metrics
-from mre_jax.training import published_logits
-from mre_jax.errors import TeacherLogitsError, UserError
-
-
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f"cannot read {path} ({e}): the run's files are "
-                    "damaged; rerun its evaluation (--mode=evaluate) or "
-                    "leave it out.") from e
-
-
-def _teacher(config: config_dict.ConfigDict) -> str | None:
-  """What a distilled run's teacher was, from the teacher's own workdir."""
-  distill = config.distill
-  if not distill.teacher_workdir:
-    return _logits_teacher(distill.teacher_logits) if (
-        distill.teacher_logits) else None
-  path = os.path.join(distill.teacher_workdir, "config.json")
-  if not os.path.isfile(path):
-    return f"workdir {distill.teacher_workdir}"
-  teacher = config_dict.ConfigDict(_read_json(path))
-  _, kd_weight = config_lib.distill_weights(teacher)
-  how = "distilled" if teacher.model != "teacher" and kd_weight else "trained"
-  return (f"{teacher.model} ({how} on {teacher.dataset.name}, workdir "
-          f"{os.path.basename(os.path.normpath(distill.teacher_workdir))})")
-
-
-def _logits_teacher(path: str) -> str:
-  """A logits file's teacher, from its metadata; named as the published
-  logits of its dataset when it holds the same teacher's."""
-  try:
-    teacher = published_logits.read_meta(path)["teacher"]
-  except (TeacherLogitsError, KeyError):
-    return f"logits file {path}"
-  model = teacher.get("model", {}).get("name", "teacher")
-  name = f"{model} at epoch {teacher.get('checkpoint_epoch')}"
-  for dataset in published_logits.published():
-    info = published_logits.provenance(published_logits.path(dataset))
-    if info.get("logits_meta", {}).get("teacher", {}).get(
-        "params_fingerprint") == teacher.get("params_fingerprint"):
-      return (f"{name}, the published {dataset} logits ({info['device']}, "
-              f"test {_pct(info['accuracy']['test'])}%)")
-  return (f"{name} (params {teacher.get('params_fingerprint')}, logits file "
-          f"{os.path.basename(path)})")
-
-
-def experiment_name(config: config_dict.ConfigDict) -> str:
-  """``teacher``, a paper experiment (E1..E6), ``baseline`` or
-  ``kd-from-<teacher model>``; prefixed by the recipe when it is not the
-  paper's (e.g. ``improved+baseline``)."""
-  _, kd_weight = config_lib.distill_weights(config)
-  if config.model == "teacher":
-    name = "teacher"
-  elif kd_weight == 0:
-    name = "baseline"
-  elif config.distill.experiment:
-    name = config.distill.experiment
-  else:
-    teacher_model = "teacher"
-    path = os.path.join(config.distill.teacher_workdir, "config.json")
-    if config.distill.teacher_workdir and os.path.isfile(path):
-      teacher_model = _read_json(path).get("model", "teacher")
-    name = f"kd-from-{teacher_model}"
-  recipe = config.get("recipe", "paper")
-  return name if recipe == "paper" else f"{recipe}+{name}"
-
-
-def _device(info: dict[str, Any]) -> str:
-  """The run's hardware in words, e.g. ``AMD EPYC (CPU, 2 cores)``."""
-  machine = info.get("machine")
-  if not machine:
-    return (info.get("devices") or ["?"])[0]
-  if machine["platform"] == "cpu":
-    return f"{machine['cpu']} (CPU, {machine['cpu_count']} cores)"
-  return f"{machine['device_count']}x {machine['device_kind']}"
-
-
-def load_run(workdir: str) -> dict[str, Any]:
-  """One results record (see the module docstring) from a finished run."""
-  if not os.path.isdir(workdir):
-    raise UserError(f"{workdir} is not a workdir: no such directory")
-  needed = [os.path.join(workdir, n) for n in ("config.json", "eval_test.json")]
-  missing = [p for p in needed if not os.path.isfile(p)]
-  if missing:
-    raise UserError(f"{workdir} is not a finished, evaluated run: missing "
-                    f"{', '.join(missing)}. Train it, or run --mode=evaluate "
-                    "on it.")
-  config = config_dict.ConfigDict(_read_json(needed[0]))
-  test = _read_json(needed[1])
-  val_path = os.path.join(workdir, "eval_validation.json")
-  val = _read_json(val_path) if os.path.isfile(val_path) else {}
-  info_path = os.path.join(workdir, "run_info.json")
-  info = _read_json(info_path) if os.path.isfile(info_path) else {}
-  history = read_history(workdir)
-  distill = config.distill
-  is_teacher = config.model == "teacher"
-  _, kd_weight = config_lib.distill_weights(config)
-  return {
-      "workdir": os.path.abspath(workdir),
-      "dataset": config.dataset.name,
-      "model": config.model,
-      "experiment": experiment_name(config),
-      "recipe": config.get("recipe", "paper"),
-      "teacher": None if kd_weight == 0 else _teacher(config),
-      "T": None if is_teacher or not kd_weight else distill.temperature,
-      "alpha": None if is_teacher or not kd_weight else distill.alpha,
-      "kd_weight": kd_weight,
-      "val_acc": val.get("accuracy"),
-      "test_acc": test["accuracy"],
-      "mean_class_acc": test["mean_class_accuracy"],
-      "per_class_acc": test["per_class_accuracy"],
-      "epochs": history[-1]["epoch"] if history else None,
-      "best_epoch": test.get("checkpoint_step"),
-      "wall_s": round(sum(h.get("epoch_seconds", 0) for h in history), 1),
-      "device": _device(info),
-      "commit": info.get("commit", "unknown"),
-      "command": info.get("command") or " ".join(info.get("argv", [])) or None,
-      "history": [(h["epoch"], h["val_accuracy"]) for h in history],
-      "confusion_matrix": test["confusion_matrix"],
-      "class_names": list(test["per_class_accuracy"]),
-  }
-
-
-def read_history(workdir: str) -> list[dict[str, Any]]:
-  """Per-epoch metrics; a resumed run's repeated epochs keep the last line."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.isfile(path):
-    return []
-  by_epoch = {}
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        record = json.loads(line)
-        by_epoch[record["epoch"]] = record
-  return [by_epoch[e] for e in sorted(by_epoch)]
+from mre_jax.models import shipped
+from mre_jax.pretrained import tables
+from mre_jax.training import run_record
+from mre_jax.workdir import run_info
 
 
 _pct = lambda x: "-" if x is None else f"{100 * x:.2f}"
@@ -176,7 +39,7 @@ _DATASETS = {"fer2013": "FER2013", "raf_db": "RAF-DB"}
 
 
 def paper_table() -> str:
-  """The paper's Table IV test accuracies (:mod:`mre_jax.paper`)."""
+  """The paper's Table IV test accuracies (:mod:`mre_jax.config.paper`)."""
   lines = ["| dataset | run | model | T | alpha | test acc (%) |",
            "|---|---|---|---|---|---|"]
   for dataset, runs in paper.TEST_ACCURACY.items():
@@ -302,7 +165,7 @@ def _commands(records: Sequence[dict[str, Any]]) -> list[str]:
 
 def _shipped_section() -> list[str]:
   """The models that come with the package and other tools' accuracies."""
-  if not pretrained.names():
+  if not shipped.names():
     return []
   return ["## Shipped models", "", "Measured by their model cards "
           "(`python -m mre_jax.pretrained --verify=NAME` re-measures one).",
@@ -317,7 +180,7 @@ def write_report(workdirs: Sequence[str], output: str,
   ``notes``: a Markdown file whose text goes in, as written, under
   "Discussion" (words only: every number on the page comes from the runs).
   """
-  records = [load_run(w) for w in workdirs]
+  records = [run_record.load_run(w) for w in workdirs]
   notes_text = None
   if notes:
     if not os.path.isfile(notes):
@@ -356,7 +219,8 @@ def write_report(workdirs: Sequence[str], output: str,
     lines += ["## Learning curves and confusion matrices", ""]
     lines += [f"![validation accuracy per epoch](figures/{c})" for c in curves]
     lines += [""] + [f"![{f}](figures/{f})" for f in figures] + [""]
-  lines += ["## Commands", ""] + _commands(records)
+  lines += ["## Commands", "", run_info.PLACEHOLDERS_NOTE, ""]
+  lines += _commands(records)
   path = os.path.join(output, "results.md")
   with open(path, "w") as f:
     f.write("\n".join(lines).rstrip() + "\n")

@@ -8,7 +8,7 @@
 from ``<events_dir>/<participant>.csv``, beside the videos by default) or a
 CSV ``participant,video,events`` (:mod:`mre_jax.analysis.study_sessions`).
 Every session is analysed with the same model (default: the shipped
-:data:`mre_jax.pretrained.DEFAULT`) and settings into
+:data:`mre_jax.models.shipped.DEFAULT`) and settings into
 ``DIR/sessions/<participant>/``, exactly as ``python -m mre_jax.analyze``
 writes a folder; then ``DIR/study.csv`` (one row per participant and task)
 and ``DIR/study.html`` (tasks compared across participants, with links to
@@ -37,8 +37,8 @@ from absl import logging
 
 from mre_jax import analyze
 from mre_jax import cli
-from mre_jax import pretrained
 from mre_jax.errors import UserError
+from mre_jax.models import shipped
 
 FLAGS = flags.FLAGS
 
@@ -195,17 +195,17 @@ def main(argv: list[str]) -> None:
              "is a flag such as --sessions=DIR; see --helpshort")
   logging.set_verbosity(logging.WARNING)
   settings = analyze.settings_from_flags()
-  model = FLAGS.model or pretrained.DEFAULT
-  shipped = not os.path.exists(model) and pretrained.is_name(model)
-  if not shipped and not os.path.exists(model):
+  model = FLAGS.model or shipped.DEFAULT
+  is_shipped = not os.path.exists(model) and shipped.is_name(model)
+  if not is_shipped and not os.path.exists(model):
     cli.fail(f"--model {model} does not exist: give a shipped model's name "
              "(python -m mre_jax.pretrained lists them), a training workdir "
              "(with checkpoints/) or a file written by python -m "
              "mre_jax.export")
   load = functools.partial(_load, model, settings, FLAGS.device)
   # A shipped model is its weights and its card (which holds its framing).
-  model_files = ([os.path.join(pretrained.FOLDER, model + ext)
-                  for ext in (".npz", ".json")] if shipped else [model])
+  model_files = ([os.path.join(shipped.FOLDER, model + ext)
+                  for ext in (".npz", ".json")] if is_shipped else [model])
   try:
     # pylint: disable=g-import-not-at-top
     from mre_jax.analysis import analyzer as analyzer_lib

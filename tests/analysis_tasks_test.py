@@ -22,8 +22,8 @@ from mre_jax.analysis import table
 from mre_jax.analysis import tasks
 from mre_jax.analysis import valence
 from mre_jax.benchmarks import analysis as bench
+from mre_jax.config.labels import CLASS_NAMES
 from mre_jax.errors import AnalysisError
-from mre_jax.labels import CLASS_NAMES
 
 FPS = 10.0
 

@@ -25,10 +25,10 @@ from mre_jax.analysis import table
 from mre_jax.analysis import tracking
 from mre_jax.benchmarks import analysis as bench
 from mre_jax.benchmarks import test_faces
+from mre_jax.config.labels import CLASS_NAMES
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
-from mre_jax.labels import CLASS_NAMES
 
 FPS = 10.0
 FRAME = (320, 240)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.analysis import gradcam
 from mre_jax.analysis import report_html
 from mre_jax.analysis import timeline
+from mre_jax.config.labels import CLASS_NAMES
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import loading
 from mre_jax.inference.predictor import Predictor
-from mre_jax.labels import CLASS_NAMES
 
 SIZE = 16  # Input size of the hand-built model: its conv3 stage is 4 x 4.
 

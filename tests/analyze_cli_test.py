@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mre_jax import pretrained
+from mre_jax.models import shipped
 
 from conftest import PROJECT_ROOT
 
@@ -89,15 +89,15 @@ def test_a_model_that_is_neither_workdir_nor_export(faces_folder, tmp_path):
 def test_without_model_the_shipped_default_analyses(faces_folder, tmp_path):
   """No --model: the shipped default, named with its dataset and test
   accuracy in the summary, the report and the command's output."""
-  if pretrained.DEFAULT not in pretrained.names():
+  if shipped.DEFAULT not in shipped.names():
     pytest.skip("the shipped default model is not in this checkout")
-  card = pretrained.card(pretrained.DEFAULT)
+  card = shipped.card(shipped.DEFAULT)
   out = tmp_path / "out"
   done = _analyze(f"--input={faces_folder}", f"--output={out}",
                   "--detector=none")
   assert done.returncode == 0, done.stderr
   model = json.loads((out / "summary.json").read_text())["model"]
-  assert model["name"] == pretrained.DEFAULT and model["kind"] == "shipped"
+  assert model["name"] == shipped.DEFAULT and model["kind"] == "shipped"
   assert model["dataset"] == card["dataset"]["name"]
   assert model["test_accuracy"] == card["accuracy"]["test"]["accuracy"]
   accuracy = f"{100 * model['test_accuracy']:.1f}% on its test split"

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mre_jax import augment
-from mre_jax import input_pipeline
+from mre_jax.data import augment
+from mre_jax.data import input_pipeline
 from mre_jax.errors import ConfigError
 
 SIZE = 16

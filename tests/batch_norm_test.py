@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mre_jax import batch_norm
+from mre_jax.models import batch_norm
 
 EPS = 1e-5
 

@@ -73,7 +73,7 @@ def test_model_flops_plausible():
 
 def test_model_flops_near_xla_estimate():
   # Both on XLA's convolutions, the form FLOPs are counted on: the CPU's
-  # other forms also multiply padding zeros (mre_jax.conv).
+  # other forms also multiply padding zeros (mre_jax.models.conv).
   model = models.get_model("student_c").clone(conv_impl="lax")
   counted = jax_speed.forward_flops_per_image(model, 32, batch=2)
   variables = models.abstract_variables(model, 32)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mre_jax import input_pipeline
-from mre_jax import recipe
 from mre_jax.benchmarks import fixtures
 from mre_jax.benchmarks import input_pipeline as pipeline_benchmark
 from mre_jax.benchmarks import timing
+from mre_jax.config import recipe
+from mre_jax.data import input_pipeline
 
 SPLIT = {"tiny": (24, (12, 12, 1))}
 

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from mre_jax import models
-from mre_jax import recipe
 from mre_jax.benchmarks import scaling
 from mre_jax.benchmarks import timing
+from mre_jax.config import recipe
 from mre_jax.errors import ConfigError
 
 

@@ -11,14 +11,14 @@ import sys
 import jax
 import pytest
 
-from mre_jax import input_pipeline
 from mre_jax import models
-from mre_jax import recipe
 from mre_jax.benchmarks import report
 from mre_jax.benchmarks import results
 from mre_jax.benchmarks import speed
 from mre_jax.benchmarks import timing
 from mre_jax.benchmarks import torch_speed
+from mre_jax.config import recipe
+from mre_jax.data import input_pipeline
 from mre_jax.errors import ConfigError
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mre_jax import paper
 from mre_jax.benchmarks import targets
+from mre_jax.config import paper
 
 
 def _model(train_ips=None, compile_ips=None, latency_ms=None,

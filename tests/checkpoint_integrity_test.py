@@ -10,11 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from mre_jax import checkpoint_integrity
-from mre_jax import checkpointing
 from mre_jax import models
 from mre_jax.errors import CheckpointError
 from mre_jax.evaluation import evaluator
+from mre_jax.workdir import checkpoint_integrity
+from mre_jax.workdir import checkpointing
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from mre_jax import checkpointing
 from mre_jax import models
+from mre_jax.config.labels import CLASS_NAMES
 from mre_jax.errors import CheckpointError
-from mre_jax.labels import CLASS_NAMES
+from mre_jax.workdir import checkpointing
 
 
 def test_load_model_rebuilds_the_trained_model(teacher_run):

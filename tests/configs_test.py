@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from mre_jax import config_lib
-from mre_jax import paper
-from mre_jax.dataset_names import DATASET_NAMES
+from mre_jax.config import config_lib
+from mre_jax.config import paper
+from mre_jax.config.dataset_names import DATASET_NAMES
 from mre_jax.errors import ConfigError
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

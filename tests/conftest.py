@@ -4,8 +4,8 @@ Four emulated CPU devices are configured before JAX is imported, so tests can
 compare 1-device and multi-device meshes in one process. XLA's CPU backend
 optimisations are off: the tests' tiny models spend far longer compiling than
 running, and this makes their compiles several times faster. Freed host memory
-is kept for reuse (:mod:`mre_jax.host_memory`), as the package's commands keep
-it: the suite's steps then touch fresh pages less often. Real-data tests find
+is kept for reuse (:mod:`mre_jax.runtime.host_memory`), as the package's
+commands keep it: the suite's steps then touch fresh pages less often. Real-data tests find
 the shared datasets through ``MRE_JAX_DATA`` (default: ``../shared/data``
 beside the project root) and skip when they are absent.
 """
@@ -19,7 +19,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
-from mre_jax import host_memory  # noqa: E402
+from mre_jax.runtime import host_memory  # noqa: E402
 
 host_memory.keep_freed_memory()  # As the package's commands do.
 
@@ -73,7 +73,7 @@ def compilation_cache(tmp_path_factory):
 
 def make_tiny_config(data_dir, model="teacher", epochs=2, **distill):
   """The paper's recipe at test sizes, on the tiny synthetic_faces set."""
-  from mre_jax import recipe  # pylint: disable=g-import-not-at-top
+  from mre_jax.config import recipe  # pylint: disable=g-import-not-at-top
   config = recipe.get_config()
   config.model = model
   config.model_width = 4

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mre_jax import conv
 from mre_jax import models
+from mre_jax.models import conv
 
 # (size, in, out, kernel, stride): maps smaller than the kernel (1, 2), odd
 # sizes with and without an interior (3, 5), both strides, 1x1 kernels and an

@@ -1,6 +1,6 @@
 """Tests for importing PyTorch ResEmoteNet weights (mre_jax.convert).
 
-The PyTorch reference (mre_jax.torch_reference) gets random weights and
+The PyTorch reference (mre_jax.models.torch_reference) gets random weights and
 BatchNorm statistics, its state_dict is converted, and the Flax model must give
 the same logits. Measured errors are printed (visible with ``pytest -s``).
 """
@@ -18,12 +18,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from mre_jax import checkpointing  # noqa: E402
 from mre_jax import convert  # noqa: E402
 from mre_jax import models  # noqa: E402
-from mre_jax import torch_reference  # noqa: E402
+from mre_jax.config.labels import CLASS_NAMES  # noqa: E402
 from mre_jax.errors import CheckpointError, ConfigError  # noqa: E402
-from mre_jax.labels import CLASS_NAMES  # noqa: E402
+from mre_jax.models import torch_reference  # noqa: E402
+from mre_jax.workdir import checkpointing  # noqa: E402
 
 TOLERANCE = 1e-4
 

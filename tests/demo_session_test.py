@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mre_jax import demo_session
-from mre_jax.labels import CLASS_NAMES
+from mre_jax.config.labels import CLASS_NAMES
+from mre_jax.datasets import demo_session
 
 cv2 = pytest.importorskip("cv2")
 

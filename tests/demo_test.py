@@ -7,8 +7,8 @@ import re
 
 from configs import demo as demo_config
 from mre_jax import demo
-from mre_jax import demo_session
 from mre_jax import report
+from mre_jax.datasets import demo_session
 from mre_jax.evaluation import evaluator
 
 

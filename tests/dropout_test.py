@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mre_jax import dropout
+from mre_jax.models import dropout
 
 
 @pytest.mark.parametrize("shape,make_key,rate", [

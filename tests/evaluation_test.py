@@ -89,7 +89,8 @@ def test_evaluate_mode_for_an_imported_pytorch_checkpoint(data_dir, tmp_path,
                                                           tiny_config):
   torch = pytest.importorskip("torch")
   from mre_jax import convert  # pylint: disable=g-import-not-at-top
-  from mre_jax import torch_reference  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from mre_jax.models import torch_reference
   torch.manual_seed(0)
   weights = str(tmp_path / "student_c.pth")
   torch.save(torch_reference.get_model("student_c").state_dict(), weights)

@@ -145,7 +145,7 @@ def test_a_fresh_interpreter_predicts_without_flax_or_orbax(
       f"probs = model.probabilities(np.load({str(images)!r}))\n"
       "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
       "('flax', 'orbax') or m.startswith(('mre_jax.training', "
-      "'mre_jax.checkpointing', 'mre_jax.models')))\n"
+      "'mre_jax.workdir.checkpointing', 'mre_jax.models')))\n"
       "print(json.dumps({'probs': probs.tolist(), 'loaded': loaded}))\n")
   result = _run("-c", code)
   assert result.returncode == 0, result.stderr

@@ -19,8 +19,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from mre_jax.config.labels import CLASS_NAMES
 from mre_jax.datasets import synthetic_faces
-from mre_jax.labels import CLASS_NAMES
 
 SIZE = synthetic_faces.IMAGE_SIZE
 _HOG = cv2.HOGDescriptor((SIZE, SIZE), (16, 16), (8, 8), (8, 8), 9)

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from mre_jax import host_memory
+from mre_jax.runtime import host_memory
 
 _FAULTS = """
 import resource, sys
 import numpy as np
-from mre_jax import host_memory
+from mre_jax.runtime import host_memory
 if sys.argv[1] in ("keep", "restore"):
   assert host_memory.keep_freed_memory()
 if sys.argv[1] == "restore":
@@ -30,7 +30,7 @@ print(faults() - before)
 # glibc's per-thread arenas can hold.
 _STEP_FAULTS = """
 import resource, sys
-from mre_jax import host_memory
+from mre_jax.runtime import host_memory
 if sys.argv[1] == "keep":
   assert host_memory.keep_freed_memory()
 import jax, jax.numpy as jnp

@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from PIL import Image
 
-from mre_jax import input_pipeline
+from mre_jax.data import input_pipeline
 from mre_jax.errors import ConfigError
 from mre_jax.errors import DatasetError
 

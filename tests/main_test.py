@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from mre_jax import checkpointing
 from mre_jax import main
+from mre_jax.workdir import checkpointing
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

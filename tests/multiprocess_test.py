@@ -27,13 +27,13 @@ import numpy as np
 import pytest
 
 from configs import teacher
-from mre_jax import checkpointing
-from mre_jax import distributed
-from mre_jax import input_pipeline
+from mre_jax.data import input_pipeline
+from mre_jax.errors import CheckpointError, ConfigError, DistributedError
 from mre_jax.evaluation import evaluator
+from mre_jax.runtime import distributed
 from mre_jax.training import train
 from mre_jax.training import trainer
-from mre_jax.errors import CheckpointError, ConfigError, DistributedError
+from mre_jax.workdir import checkpointing
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A tiny teacher on synthetic faces. At larger learning rates its training

@@ -7,12 +7,12 @@ import zipfile
 
 import pytest
 
-from mre_jax import offline_install
+from mre_jax.runtime import offline_install
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = """
 import sys
-from mre_jax import offline_install
+from mre_jax.runtime import offline_install
 offline_install.NEEDED = ("mre_jax_fake_requirement",)
 offline_install.install_wheels(sys.argv[1], sys.argv[2])
 import mre_jax_fake_requirement

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mre_jax import input_pipeline
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import loading
 from mre_jax.errors import ImageError
 from mre_jax.evaluation import predict

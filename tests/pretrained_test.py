@@ -19,6 +19,7 @@ from mre_jax.analysis import classifier as analysis_classifier
 from mre_jax.datasets import common
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
+from mre_jax.models import shipped
 from mre_jax.pretrained import __main__ as cli
 from mre_jax.pretrained import adjust
 from mre_jax.pretrained import measure
@@ -29,17 +30,17 @@ NAME = "student_c-synthetic"
 
 
 @pytest.fixture(scope="module")
-def shipped(baseline_run, data_dir, tmp_path_factory):
+def published(baseline_run, data_dir, tmp_path_factory):
   """``baseline_run`` published as NAME into a folder of its own."""
   folder = str(tmp_path_factory.mktemp("pretrained"))
   card = publish.publish(baseline_run[0], NAME, data_dir, "", folder)
   return folder, card
 
 
-def test_card_records_the_run_and_the_shipped_weights(shipped, baseline_run):
-  folder, card = shipped
-  assert pretrained.names(folder) == (NAME,)
-  assert card == pretrained.card(NAME, folder)
+def test_card_records_the_run_and_the_shipped_weights(published, baseline_run):
+  folder, card = published
+  assert shipped.names(folder) == (NAME,)
+  assert card == shipped.card(NAME, folder)
   assert card["model"]["name"] == "student_c" and card["model"]["width"] == 4
   assert card["preprocessing"]["image_size"] == 16
   assert card["dataset"]["name"] == "synthetic_faces"
@@ -60,8 +61,8 @@ def test_card_records_the_run_and_the_shipped_weights(shipped, baseline_run):
       change < publish.FLOAT16_TOLERANCE)
 
 
-def test_loaded_by_name_it_predicts_as_the_workdir(shipped, baseline_run):
-  folder, card = shipped
+def test_loaded_by_name_it_predicts_as_the_workdir(published, baseline_run):
+  folder, card = published
   model = pretrained.load(NAME, folder=folder)
   reference = Predictor.from_workdir(baseline_run[0])
   rng = np.random.default_rng(0)
@@ -78,17 +79,17 @@ def test_loaded_by_name_it_predicts_as_the_workdir(shipped, baseline_run):
   assert described["test_accuracy"] == card["accuracy"]["test"]["accuracy"]
 
 
-def test_verification_agrees_with_the_card(shipped, data_dir):
-  folder, _ = shipped
+def test_verification_agrees_with_the_card(published, data_dir):
+  folder, _ = published
   text, ok = cli.verification(NAME, data_dir, "", folder)
   assert ok, text
   assert "every accuracy agrees" in text and "test_flip" in text
 
 
-def test_verification_reports_a_disagreement(shipped, data_dir, tmp_path):
+def test_verification_reports_a_disagreement(published, data_dir, tmp_path):
   folder = str(tmp_path)
   for ext in (".npz", ".json"):
-    shutil.copy(os.path.join(shipped[0], NAME + ext), folder)
+    shutil.copy(os.path.join(published[0], NAME + ext), folder)
   path = os.path.join(folder, NAME + ".json")
   card = json.loads(open(path).read())
   card["accuracy"]["test"]["accuracy"] += 0.05
@@ -100,13 +101,13 @@ def test_verification_reports_a_disagreement(shipped, data_dir, tmp_path):
                    f"--folder={folder}"]) == 1
 
 
-def test_damaged_or_unknown_models_are_one_clear_error(shipped, tmp_path,
+def test_damaged_or_unknown_models_are_one_clear_error(published, tmp_path,
                                                        capsys):
   with pytest.raises(UserError, match="not a shipped model.*" + NAME):
-    pretrained.load("student_z-fer2013", folder=shipped[0])
+    pretrained.load("student_z-fer2013", folder=published[0])
   folder = str(tmp_path)
   for ext in (".npz", ".json"):
-    shutil.copy(os.path.join(shipped[0], NAME + ext), folder)
+    shutil.copy(os.path.join(published[0], NAME + ext), folder)
   with open(os.path.join(folder, NAME + ".npz"), "r+b") as f:
     f.seek(100)
     f.write(b"\0" * 16)
@@ -119,9 +120,9 @@ def test_damaged_or_unknown_models_are_one_clear_error(shipped, tmp_path,
   assert "model card" in capsys.readouterr().err
 
 
-def test_publishing_again_replaces_both_files_whole(shipped, baseline_run,
+def test_publishing_again_replaces_both_files_whole(published, baseline_run,
                                                     data_dir):
-  folder, card = shipped
+  folder, card = published
   again = publish.publish(baseline_run[0], NAME, data_dir, "", folder)
   assert again["weights"] == card["weights"]
   assert sorted(os.listdir(folder)) == [NAME + ".json", NAME + ".npz"]
@@ -129,8 +130,8 @@ def test_publishing_again_replaces_both_files_whole(shipped, baseline_run,
     publish.publish(baseline_run[0], "../x", data_dir, "", folder)
 
 
-def test_listing_names_each_model_with_its_accuracy(shipped, capsys):
-  folder, card = shipped
+def test_listing_names_each_model_with_its_accuracy(published, capsys):
+  folder, card = published
   assert cli.main(["pretrained", f"--folder={folder}"]) == 0
   out = capsys.readouterr().out
   assert NAME in out and "synthetic_faces" in out
@@ -140,10 +141,10 @@ def test_listing_names_each_model_with_its_accuracy(shipped, capsys):
 def test_the_packages_models_load_by_name_without_training_code():
   """Each model that comes with the package loads from its name alone,
   through load_classifier, and classifies faces of its image size."""
-  names = pretrained.names()
+  names = shipped.names()
   if not names:
     pytest.skip("no shipped models in this checkout")
-  assert pretrained.DEFAULT in names
+  assert shipped.DEFAULT in names
   for name in names:
     model = inference.load_classifier(name)
     card = model.card
@@ -152,16 +153,16 @@ def test_the_packages_models_load_by_name_without_training_code():
     probs = model.probabilities(faces)
     assert probs.shape == (2, 7)
     np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
-    assert card["weights"]["sha256"] == pretrained.file_sha256(
-        os.path.join(pretrained.FOLDER, name + ".npz"))
+    assert card["weights"]["sha256"] == shipped.file_sha256(
+        os.path.join(shipped.FOLDER, name + ".npz"))
 
 
 @pytest.mark.parametrize("dataset,folder", [("fer2013", "fer2013"),
                                             ("raf_db", "rafdb")])
 def test_the_packages_models_agree_with_their_cards_on_the_real_data(
     real_data_dir, tmp_path_factory, dataset, folder):
-  names = [n for n in pretrained.names()
-           if pretrained.card(n)["dataset"]["name"] == dataset]
+  names = [n for n in shipped.names()
+           if shipped.card(n)["dataset"]["name"] == dataset]
   if not names:
     pytest.skip(f"no shipped {dataset} model in this checkout")
   data_dir = str(tmp_path_factory.mktemp("tfds"))
@@ -181,15 +182,15 @@ def test_measure_compares_every_class():
   assert not measure.agree(measure.differences(stated, moved))
 
 
-def test_card_records_the_training_crops_framing(shipped):
-  crop = shipped[1]["preprocessing"]["crop"]
+def test_card_records_the_training_crops_framing(published):
+  crop = published[1]["preprocessing"]["crop"]
   assert set(crop) == {"scale", "shift", "faces", "found"}
   assert 0 < crop["faces"] <= publish.FRAMING_FACES
   assert 0 <= crop["found"] <= 1 and crop["scale"] > 0
 
 
-def test_tables_put_each_model_beside_the_papers_student(shipped):
-  folder, card = shipped
+def test_tables_put_each_model_beside_the_papers_student(published):
+  folder, card = published
   table = tables.shipped_table(folder)
   assert f"`{NAME}`" in table and table.endswith("| - |")
   assert f"{100 * card['accuracy']['test_flip']['accuracy']:.2f}" in table

@@ -7,20 +7,21 @@ import os
 import numpy as np
 import pytest
 
-from mre_jax import labels
+from mre_jax.config import labels
 from mre_jax.errors import TeacherLogitsError
+from mre_jax.training import logits_catalog
 from mre_jax.training import published_logits
 from mre_jax.training import teacher_logits
 from mre_jax.training import trainer
 
 
-@pytest.mark.parametrize("dataset", published_logits.published())
+@pytest.mark.parametrize("dataset", logits_catalog.published())
 def test_shipped_logits_are_whole_and_say_where_they_came_from(dataset):
-  path = published_logits.path(dataset)
+  path = logits_catalog.path(dataset)
   with np.load(path, allow_pickle=False) as f:
     logits, indices = f["logits"], f["indices"]
     meta = json.loads(str(f["meta"]))
-  info = published_logits.provenance(path)
+  info = logits_catalog.provenance(path)
   assert meta["format"] == teacher_logits.FORMAT and meta["dataset"] == dataset
   assert logits.dtype == np.float16 and np.isfinite(logits).all()
   assert logits.shape == (meta["num_examples"], 2, labels.NUM_CLASSES)
@@ -31,11 +32,11 @@ def test_shipped_logits_are_whole_and_say_where_they_came_from(dataset):
   assert info["best_epoch"] == meta["teacher"]["checkpoint_epoch"]
   assert 0 < info["accuracy"]["test"] < 1 and info["device"]
   assert f"{100 * info['accuracy']['test']:.2f}%" in (
-      published_logits.describe(path))
+      logits_catalog.describe(path))
 
 
 def test_fer2013_logits_are_published():
-  assert "fer2013" in published_logits.published()
+  assert "fer2013" in logits_catalog.published()
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def published(teacher_run, student_run, tmp_path, monkeypatch):
   folder = tmp_path / "published"
   source = os.path.join(student_run[0], teacher_logits.LOGITS_FILENAME)
   target = published_logits.publish(teacher_run[0], str(folder), source)
-  monkeypatch.setattr(published_logits, "FOLDER", str(folder))
+  monkeypatch.setattr(logits_catalog, "FOLDER", str(folder))
   return target
 
 
@@ -52,7 +53,7 @@ def test_publish_writes_float16_logits_and_the_runs_own_numbers(
     published, teacher_run, student_run):
   with open(os.path.join(teacher_run[0], "eval_test.json")) as f:
     evaluation = json.load(f)
-  info = published_logits.provenance(published)
+  info = logits_catalog.provenance(published)
   assert os.path.basename(published) == "synthetic_faces.npz"
   assert info["accuracy"]["test"] == evaluation["accuracy"]
   assert info["best_epoch"] == evaluation["checkpoint_step"]
@@ -86,15 +87,15 @@ def test_a_student_naming_no_teacher_distils_from_the_published_logits(
 def test_a_named_teacher_or_the_runs_own_file_wins(published, tmp_path,
                                                    data_dir, tiny_config):
   config = tiny_config(data_dir, model="student_c", teacher_workdir="t")
-  published_logits.apply_default(config, str(tmp_path / "none.npz"))
+  logits_catalog.apply_default(config, str(tmp_path / "none.npz"))
   assert config.distill.teacher_logits == ""
   config = tiny_config(data_dir, model="student_c")
   own = tmp_path / teacher_logits.LOGITS_FILENAME
   own.write_bytes(b"")
-  published_logits.apply_default(config, str(own))
+  logits_catalog.apply_default(config, str(own))
   assert config.distill.teacher_logits == ""
   config.dataset.name = "raf_db"
-  published_logits.apply_default(config, str(tmp_path / "none.npz"))
+  logits_catalog.apply_default(config, str(tmp_path / "none.npz"))
   assert config.distill.teacher_logits == ""
 
 

@@ -11,13 +11,14 @@ import pytest
 from configs import studentB
 from configs import studentC
 from configs import teacher
-from mre_jax import config_lib
-from mre_jax import paper
 from mre_jax import report
+from mre_jax.config import config_lib
+from mre_jax.config import paper
+from mre_jax.config.labels import CLASS_NAMES
 from mre_jax.errors import UserError
 from mre_jax.evaluation import metrics
-from mre_jax.labels import CLASS_NAMES
-from mre_jax.training import published_logits
+from mre_jax.training import logits_catalog
+from mre_jax.training import run_record
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = {  # Workdir name: (its config, the epochs it logged).
@@ -81,7 +82,7 @@ def written(runs, tmp_path_factory):
 
 
 def test_records_name_the_experiment_and_use_the_distill_rule(runs):
-  records = {name: report.load_run(runs[name][0]) for name in RUNS}
+  records = {name: run_record.load_run(runs[name][0]) for name in RUNS}
   assert {name: r["experiment"] for name, r in records.items()} == {
       "teacher": "teacher", "E6": "E6", "baseline": "baseline"}
   _, temperature, alpha = paper.EXPERIMENTS["E6"]
@@ -98,7 +99,7 @@ def test_records_name_the_experiment_and_use_the_distill_rule(runs):
 
 
 def test_record_reads_the_evaluation_and_run_info(runs):
-  record = report.load_run(runs["E6"][0])
+  record = run_record.load_run(runs["E6"][0])
   test, val = evaluation(101, 2), evaluation(1, 2)
   assert record["test_acc"] == test["accuracy"]
   assert record["val_acc"] == val["accuracy"]
@@ -111,7 +112,7 @@ def test_record_reads_the_evaluation_and_run_info(runs):
 
 
 def test_resumed_epochs_count_once_with_their_last_line(runs):
-  record = report.load_run(runs["E6"][0])
+  record = run_record.load_run(runs["E6"][0])
   assert record["history"] == [(1, 0.25), (2, 0.35), (3, 0.3), (4, 0.4)]
   assert record["epochs"] == 4
   assert record["wall_s"] == 10.0 + 11.0 + 12.0 + 12.0  # Not the lost 99 s.
@@ -122,7 +123,7 @@ def test_missing_run_files_are_optional(runs, tmp_path):
   write_run(str(workdir), runs["E6"][1], 2, seed=5)
   for name in ("eval_validation.json", "run_info.json", "metrics.jsonl"):
     os.remove(workdir / name)
-  record = report.load_run(str(workdir))
+  record = run_record.load_run(str(workdir))
   assert record["val_acc"] is None and record["history"] == []
   assert (record["epochs"], record["wall_s"]) == (None, 0)
   assert (record["device"], record["commit"]) == ("?", "unknown")
@@ -157,7 +158,7 @@ def test_table_puts_each_run_beside_the_paper(written, runs):
   for name, experiment in (("teacher", "teacher"), ("E6", "E6"),
                            ("baseline", "baseline")):
     row = dict(zip(header, table_row(page, experiment)))
-    record = report.load_run(runs[name][0])
+    record = run_record.load_run(runs[name][0])
     assert row["test acc (%)"] == f"{100 * record['test_acc']:.2f}"
     assert row["kd_weight"] == str(record["kd_weight"])
     assert row["epochs"] == str(record["epochs"])
@@ -224,7 +225,8 @@ def test_distillation_from_a_trained_student_is_named_and_compared(
   config.distill.teacher_workdir = str(teacher_dir)
   write_run(str(student_dir), config, 3, seed=8)
   write_run(str(base_dir), studentC.get_config("raf_db,baseline"), 3, 9)
-  kd, base = report.load_run(str(student_dir)), report.load_run(str(base_dir))
+  kd = run_record.load_run(str(student_dir))
+  base = run_record.load_run(str(base_dir))
   assert kd["experiment"] == "kd-from-student_b"
   assert kd["teacher"] == ("student_b (trained on raf_db, workdir "
                            "B_baseline)")
@@ -239,12 +241,13 @@ def test_recipe_prefix_device_command_and_notes(runs, tmp_path):
   workdir = tmp_path / "improved"
   write_run(str(workdir), studentC.get_config("fer2013,baseline,"
                                               "recipe=improved"), 2, seed=3)
-  info = {"commit": "abc", "command": "python -m mre_jax.main --x=1",
+  info = {"commit": "abc", "command": "python -m mre_jax.main --x=1 "
+          f"--workdir={workdir} --config.dataset.manual_dir=/data/x/rafdb",
           "machine": {"platform": "cpu", "device_kind": "cpu",
                       "device_count": 1, "cpu": "AMD EPYC", "cpu_count": 2}}
   with open(workdir / "run_info.json", "w") as f:
     json.dump(info, f)
-  record = report.load_run(str(workdir))
+  record = run_record.load_run(str(workdir))
   assert (record["experiment"], record["recipe"]) == (
       "improved+baseline", "improved")
   assert record["device"] == "AMD EPYC (CPU, 2 cores)"
@@ -253,14 +256,17 @@ def test_recipe_prefix_device_command_and_notes(runs, tmp_path):
   page = open(report.write_report([str(workdir)], str(tmp_path / "docs"),
                                   notes=str(notes))).read()
   assert "The improved recipe is a separate config." in page
-  assert "python -m mre_jax.main --x=1" in page
+  # Recorded with absolute paths (as older runs were), shown portable.
+  assert ("python -m mre_jax.main --x=1 --workdir=RUNS/improved "
+          "--config.dataset.manual_dir=DATA/rafdb") in page
+  assert str(tmp_path) not in page and "`RUNS/<name>`" in page
   with pytest.raises(UserError, match="no such file"):
     report.write_report([str(workdir)], str(tmp_path / "docs2"),
                         notes=str(tmp_path / "missing.md"))
 
 
 def test_a_logits_files_teacher_is_named_from_its_metadata(tmp_path):
-  published = published_logits.path("fer2013")
+  published = logits_catalog.path("fer2013")
   with np.load(published) as f:
     arrays = {k: f[k] for k in f.files}
   meta = json.loads(str(arrays["meta"]))
@@ -277,8 +283,8 @@ def test_a_logits_files_teacher_is_named_from_its_metadata(tmp_path):
     config.distill.teacher_logits = path
     workdir = tmp_path / f"E6_{os.path.basename(path)}"
     write_run(str(workdir), config, 3, seed=3)
-    named = report.load_run(str(workdir))["teacher"]
-    info = published_logits.provenance(published)
+    named = run_record.load_run(str(workdir))["teacher"]
+    info = logits_catalog.provenance(published)
     assert named == (
         f"teacher at epoch {teacher['checkpoint_epoch']}, the published "
         f"fer2013 logits ({info['device']}, test "
@@ -288,7 +294,7 @@ def test_a_logits_files_teacher_is_named_from_its_metadata(tmp_path):
   config = studentC.get_config("fer2013,exp=E6")
   config.distill.teacher_logits = str(tmp_path / "missing.npz")
   write_run(str(tmp_path / "E6_missing"), config, 3, seed=4)
-  assert report.load_run(str(tmp_path / "E6_missing"))["teacher"] == (
+  assert run_record.load_run(str(tmp_path / "E6_missing"))["teacher"] == (
       f"logits file {tmp_path / 'missing.npz'}")
 
 
@@ -301,7 +307,7 @@ def test_a_distilled_run_is_compared_with_the_baseline_of_its_epochs(
     config = studentC.get_config(arg)
     config.distill.teacher_logits = str(tmp_path / "logits.npz")
     write_run(str(tmp_path / name), config, epochs, seed)
-    made[name] = report.load_run(str(tmp_path / name))
+    made[name] = run_record.load_run(str(tmp_path / name))
   kd, base3, base5 = made["kd"], made["base3"], made["base5"]
   sentence, = report.comparisons([kd, base3, base5])
   assert f"against {100 * base3['test_acc']:.2f}% without" in sentence
@@ -314,14 +320,14 @@ def test_a_distilled_run_is_compared_with_the_baseline_of_its_epochs(
 
 
 def test_a_truncated_logits_file_is_named_by_its_path(tmp_path):
-  published = published_logits.path("fer2013")
+  published = logits_catalog.path("fer2013")
   broken = tmp_path / "broken.npz"
   with open(published, "rb") as f:
     broken.write_bytes(f.read(1000))
   config = studentC.get_config("fer2013,exp=E6")
   config.distill.teacher_logits = str(broken)
   write_run(str(tmp_path / "E6"), config, 3, seed=5)
-  assert report.load_run(str(tmp_path / "E6"))["teacher"] == (
+  assert run_record.load_run(str(tmp_path / "E6"))["teacher"] == (
       f"logits file {broken}")
 
 
@@ -330,4 +336,4 @@ def test_a_damaged_run_file_is_one_clear_error(tmp_path):
             seed=6)
   (tmp_path / "E6" / "eval_test.json").write_text("{")
   with pytest.raises(UserError, match="eval_test.json .*damaged"):
-    report.load_run(str(tmp_path / "E6"))
+    run_record.load_run(str(tmp_path / "E6"))

@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from mre_jax import reproduce
-from mre_jax import reproduce_step
-from mre_jax.training import run_info
+from mre_jax.reproduce import common
+from mre_jax.reproduce import steps as reproduce_step
+from mre_jax.workdir import run_info
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FER_EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise",
@@ -170,7 +170,7 @@ def test_teacher_outputs(full_run, raf_run, step, examples, channels):
   assert run["status"] == "done" and run["epochs"] == 1
   assert run["config"]["model_width"] == 4
   assert run["config"]["dtype"] == "float32"
-  with np.load(outdir / reproduce.LOGITS) as f:
+  with np.load(outdir / common.LOGITS) as f:
     logits, indices = f["logits"], f["indices"]
     meta = json.loads(str(f["meta"]))
   assert logits.dtype == np.float16 and logits.shape[1:] == (2, 7)
@@ -189,13 +189,13 @@ def test_student_outputs(full_run, step, model):
   assert run["config"]["model"] == model
   # The logits file alone, not the teacher's workdir.
   assert run["config"]["distill"]["teacher_logits"] == str(
-      full_run[0] / "teacher_fer" / reproduce.LOGITS)
+      full_run[0] / "teacher_fer" / common.LOGITS)
   assert not run["config"]["distill"]["teacher_workdir"]
-  assert not (outdir / reproduce.LOGITS).exists()
+  assert not (outdir / common.LOGITS).exists()
   entry = full_run[1][step]
   if step == "e4":  # Cut off by its budget: what it did is kept.
     assert entry["status"] == "cut_off", entry
-    assert entry["wall_s"] < E4_BUDGET_S + reproduce.KILL_GRACE_S
+    assert entry["wall_s"] < E4_BUDGET_S + common.KILL_GRACE_S
     assert 1 <= run["epochs"] < E4_EPOCHS and len(run["history"]) >= 1
     # Training stops in time to evaluate, unless a busy CPU made even the
     # first epoch late: then evaluation is killed at the budget's end.
@@ -228,18 +228,18 @@ def test_bad_input_is_one_error_line(tmp_path):
   assert proc.stderr.strip().splitlines() == [
       "error: unknown step(s) ['e7']: expected some of "
       "bench,teacher_fer,teacher_raf,e1,e4"]
-  with pytest.raises(reproduce.ReproduceError, match="--budget_s=e9=3"):
-    reproduce.per_step(["e9=3"], {}, "budget_s")
-  with pytest.raises(reproduce.ReproduceError, match="positive finite"):
-    reproduce.per_step(["e1=-1"], {}, "budget_s")
-  with pytest.raises(reproduce.ReproduceError, match="positive finite"):
-    reproduce.per_step(["nan"], {}, "budget_s")
-  with pytest.raises(reproduce.ReproduceError, match="positive whole"):
-    reproduce.per_step(["0.5"], {}, "epochs", int)
-  with pytest.raises(reproduce.ReproduceError, match="unknown step 'bench'"):
-    reproduce.per_step(["bench=3"], {}, "epochs", int, ["e1", "e4"])
-  default = {s: 10.0 for s in reproduce.STEPS}
-  assert reproduce.per_step(["60", "e1=30"], default, "budget_s") == {
+  with pytest.raises(common.ReproduceError, match="--budget_s=e9=3"):
+    common.per_step(["e9=3"], {}, "budget_s")
+  with pytest.raises(common.ReproduceError, match="positive finite"):
+    common.per_step(["e1=-1"], {}, "budget_s")
+  with pytest.raises(common.ReproduceError, match="positive finite"):
+    common.per_step(["nan"], {}, "budget_s")
+  with pytest.raises(common.ReproduceError, match="positive whole"):
+    common.per_step(["0.5"], {}, "epochs", int)
+  with pytest.raises(common.ReproduceError, match="unknown step 'bench'"):
+    common.per_step(["bench=3"], {}, "epochs", int, ["e1", "e4"])
+  default = {s: 10.0 for s in common.STEPS}
+  assert common.per_step(["60", "e1=30"], default, "budget_s") == {
       "bench": 60, "teacher_fer": 60, "teacher_raf": 60, "e1": 30, "e4": 60}
 
 

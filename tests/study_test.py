@@ -2,7 +2,7 @@
 
 Each participant's recording is a drawn face whose expression follows a
 known schedule per task (the demo's session video,
-:mod:`mre_jax.demo_session`). The classifier is the HOG model of
+:mod:`mre_jax.datasets.demo_session`). The classifier is the HOG model of
 ``expression_model`` (the tests' tiny trained models do not follow drawn
 expressions); it recognises happy, sad, surprise and angry faces best, so
 the schedules use those: one positive (happy), one neutral-valence
@@ -27,12 +27,12 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from expression_model import ExpressionModel
-from mre_jax import demo_session
-from mre_jax import pretrained
 from mre_jax import study
 from mre_jax.analysis import analyzer as analyzer_lib
 from mre_jax.analysis import study_sessions
+from mre_jax.datasets import demo_session
 from mre_jax.errors import AnalysisError
+from mre_jax.models import shipped
 
 SECONDS = 3.0  # Per task.
 SCHEDULES = {
@@ -311,7 +311,7 @@ def test_without_model_the_shipped_default_is_used_and_kept(recordings,
                                                             tmp_path):
   """No --model: the shipped default analyses the study, and a rerun finds
   the session analysed with that same model and skips it."""
-  if pretrained.DEFAULT not in pretrained.names():
+  if shipped.DEFAULT not in shipped.names():
     pytest.skip("the shipped default model is not in this checkout")
   folder = tmp_path / "one"
   folder.mkdir()
@@ -326,7 +326,7 @@ def test_without_model_the_shipped_default_is_used_and_kept(recordings,
   assert all(r.returncode == 0 for r in runs), runs[-1].stderr
   summary = json.loads((output / "sessions" / "P02" / "summary.json"
                         ).read_text())
-  assert summary["model"]["name"] == pretrained.DEFAULT
+  assert summary["model"]["name"] == shipped.DEFAULT
   assert "done in" in runs[0].stdout and "done in" not in runs[1].stdout
 
 

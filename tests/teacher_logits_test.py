@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from mre_jax import checkpointing
-from mre_jax import input_pipeline
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import loading
 from mre_jax.datasets import SplitData
 from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
 from mre_jax.evaluation import predict
 from mre_jax.training import teacher_logits
 from mre_jax.training import trainer
+from mre_jax.workdir import checkpointing
 
 
 def test_exported_logits_are_the_teachers_predictions(teacher_run,

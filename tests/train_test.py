@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mre_jax import recipe
-from mre_jax import checkpointing
-from mre_jax import input_pipeline
 from mre_jax import models
+from mre_jax.config import recipe
+from mre_jax.data import input_pipeline
 from mre_jax.errors import CheckpointError
 from mre_jax.training import train
 from mre_jax.training import trainer
+from mre_jax.workdir import checkpointing
 
 
 def params_of(workdir, which="latest"):

@@ -17,11 +17,11 @@ import time
 import jax
 import pytest
 
-from mre_jax import checkpointing
-from mre_jax import workdir_lock
 from mre_jax.errors import Interrupted
 from mre_jax.evaluation import evaluator
 from mre_jax.training import trainer
+from mre_jax.workdir import checkpointing
+from mre_jax.workdir import workdir_lock
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESUME = re.compile(r"rerun the same command to resume from epoch (\d+)")

@@ -4,9 +4,9 @@ import json
 import logging
 import os
 
-from mre_jax import checkpointing
 from mre_jax.evaluation import evaluator
 from mre_jax.training import trainer
+from mre_jax.workdir import checkpointing
 
 
 def test_finished_run_says_so_or_continues(data_dir, tmp_path, monkeypatch,

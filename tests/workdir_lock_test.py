@@ -11,15 +11,15 @@ import time
 
 import pytest
 
-from mre_jax import distributed
-from mre_jax import workdir_lock
 from mre_jax.errors import UserError, WorkdirBusyError
+from mre_jax.runtime import distributed
 from mre_jax.training import trainer
+from mre_jax.workdir import workdir_lock
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOLDER = """
 import sys, time
-from mre_jax import workdir_lock
+from mre_jax.workdir import workdir_lock
 with workdir_lock.hold(sys.argv[1]):
   print("held", flush=True)
   time.sleep(600)

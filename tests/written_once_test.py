@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mre_jax import written_once
+from mre_jax.models import written_once
 
 
 def _fn(x, w):

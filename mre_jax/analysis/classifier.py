@@ -17,16 +17,16 @@ from typing import Any
 import jax
 
 from mre_jax import inference
-from mre_jax import pretrained
 from mre_jax.errors import AnalysisError
 from mre_jax.errors import UserError
+from mre_jax.models import shipped
 
 
 def load(path: str | None, batch_size: int = 64):
-  """The classifier at ``path`` (None: :data:`mre_jax.pretrained.DEFAULT`);
+  """The classifier at ``path`` (None: :data:`mre_jax.models.shipped.DEFAULT`);
   a clear UserError if there is none."""
-  path = path or pretrained.DEFAULT
-  if not os.path.exists(path) and not pretrained.is_name(path):
+  path = path or shipped.DEFAULT
+  if not os.path.exists(path) and not shipped.is_name(path):
     raise AnalysisError(
         f"--model {path} does not exist: give a shipped model's name (python "
         "-m mre_jax.pretrained lists them), a training workdir (with "
@@ -37,7 +37,7 @@ def load(path: str | None, batch_size: int = 64):
 def _workdir_meta(path: str) -> dict[str, Any]:
   """Name and epoch of the best checkpoint of a workdir, if readable."""
   # pylint: disable=g-import-not-at-top
-  from mre_jax import checkpointing
+  from mre_jax.workdir import checkpointing
   manager = checkpointing.open_manager(path, read_only=True)
   try:
     step = checkpointing.resolve_step(manager, "best")

@@ -11,7 +11,7 @@ tracker uses it between full detections.
 
 :func:`crop_faces` cuts each box out of the full-resolution RGB frame and
 resamples it to the model's input size with PIL's antialiased bilinear filter,
-the filter training's resize (:func:`mre_jax.input_pipeline.preprocess`)
+the filter training's resize (:func:`mre_jax.data.input_pipeline.preprocess`)
 reproduces. Every crop then has one shape, so the classifier runs one
 compiled program for all of them, and its own preprocessing (channel
 matching, normalisation) does the rest.

@@ -17,8 +17,8 @@ and adds a zero ``perturbations`` variable to it (``Module.sow`` and
 activation and the gradient, with the parameters untouched.
 
 Crops go through the predictor's own preprocessing
-(:func:`mre_jax.input_pipeline.match_channels` then
-:func:`~mre_jax.input_pipeline.preprocess`), batched and jitted like
+(:func:`mre_jax.data.input_pipeline.match_channels` then
+:func:`~mre_jax.data.input_pipeline.preprocess`), batched and jitted like
 :class:`mre_jax.inference.predictor.Predictor`.
 """
 
@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mre_jax import input_pipeline
 from mre_jax import models
+from mre_jax.data import input_pipeline
 from mre_jax.inference import images as images_lib
 from mre_jax.inference import predictor as predictor_lib
 

@@ -21,7 +21,6 @@ from typing import Any, Iterable, Mapping, Sequence
 from mre_jax.analysis import report_tasks
 from mre_jax.analysis import report_text
 from mre_jax.analysis import timeline as timeline_lib
-from mre_jax.analysis.html_parts import THUMB_PX  # noqa: F401 (re-exported)
 from mre_jax.analysis.html_parts import bar_cell
 from mre_jax.analysis.html_parts import e
 from mre_jax.analysis.html_parts import fraction
@@ -30,8 +29,9 @@ from mre_jax.analysis.html_parts import num
 from mre_jax.analysis.html_parts import percentages
 from mre_jax.analysis.html_parts import swatch
 from mre_jax.analysis.html_parts import text
+from mre_jax.analysis.html_parts import THUMB_PX  # noqa: F401 (re-exported)
 from mre_jax.analysis.html_parts import valence_cell
-from mre_jax.labels import CLASS_NAMES
+from mre_jax.config.labels import CLASS_NAMES
 _GROUPED = {"frames_total": ("frames", "total"),
             "frames_analysed": ("frames", "analysed"),
             "frames_with_face": ("frames", "with_face"),

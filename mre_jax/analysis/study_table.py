@@ -15,7 +15,7 @@ import io
 import math
 from typing import Any, Mapping, Sequence
 
-from mre_jax.labels import CLASS_NAMES
+from mre_jax.config.labels import CLASS_NAMES
 
 WHOLE = "whole recording"
 LEADING = ("participant", "task", "start_s", "end_s", "duration_s",

@@ -41,7 +41,7 @@ import numpy as np
 
 # Imported before OpenCV: the package quiets OpenCV's FFmpeg messages.
 from mre_jax import analysis  # pylint: disable=unused-import
-from mre_jax import pretrained
+from mre_jax.models import shipped
 import cv2  # pylint: disable=g-bad-import-order,wrong-import-order
 from mre_jax.benchmarks import cli
 from mre_jax.benchmarks import test_faces
@@ -193,7 +193,7 @@ def _untrained_student_c(image_size: int = 64):
   import jax
   from mre_jax import models
   from mre_jax.inference.predictor import Predictor
-  from mre_jax.labels import CLASS_NAMES
+  from mre_jax.config.labels import CLASS_NAMES
   model = models.get_model("student_c")
   variables = models.init_variables(model, jax.random.PRNGKey(0), image_size)
   return Predictor(model=model, variables=variables, image_size=image_size,
@@ -224,7 +224,7 @@ def benchmark() -> dict[str, Any]:
   if FLAGS.model:
     classifier = classifier_lib.load(FLAGS.model, FLAGS.batch_size)
     info = classifier_lib.describe(
-        classifier, None if pretrained.is_name(FLAGS.model) else FLAGS.model)
+        classifier, None if shipped.is_name(FLAGS.model) else FLAGS.model)
   else:
     classifier = _untrained_student_c()
     info = dict(classifier_lib.describe(classifier, None),

@@ -18,11 +18,11 @@ from ml_collections import config_dict
 from ml_collections import config_flags
 
 from mre_jax import cli
-from mre_jax import host_memory
-from mre_jax import recipe
 from mre_jax.benchmarks import timing
+from mre_jax.config import recipe
 from mre_jax.errors import ConfigError
 from mre_jax.errors import UserError
+from mre_jax.runtime import host_memory
 
 FLAGS = flags.FLAGS
 # Flags that override a field of --config when given: flag -> field.
@@ -79,7 +79,7 @@ def define_config_flags(overrides: Sequence[str]) -> None:
     config_flags.DEFINE_config_dict(
         "config", recipe.get_config(), "The training recipe (optimizer, "
         "plateau, augmentation, seed, ...) the benchmark uses "
-        "(mre_jax.recipe); fields can be overridden, e.g. "
+        "(mre_jax.config.recipe); fields can be overridden, e.g. "
         "--config.dtype=bfloat16.", lock_config=True)
   except (AttributeError, KeyError, ValueError, flags.Error) as e:
     raise ConfigError(_override_error(e)) from None

@@ -19,11 +19,11 @@ import jax.numpy as jnp
 from ml_collections import config_dict
 import numpy as np
 
-from mre_jax import distributed
-from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.benchmarks import timing
-from mre_jax.labels import NUM_CLASSES
+from mre_jax.config.labels import NUM_CLASSES
+from mre_jax.data import input_pipeline
+from mre_jax.runtime import distributed
 from mre_jax.training import train
 
 def random_examples(rng: np.random.Generator, count: int,
@@ -47,7 +47,7 @@ class TrainFixture:
   different permutations of it. The loss is a teacher's (cross-entropy with
   unit class weights, no distillation term). ``counted_chunk`` is the same
   call with XLA's convolutions (``conv_impl="lax"``): FLOPs are counted on
-  it, because the CPU forms of :mod:`mre_jax.conv` also multiply padding
+  it, because the CPU forms of :mod:`mre_jax.models.conv` also multiply padding
   zeros.
   """
 

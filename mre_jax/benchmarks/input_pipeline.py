@@ -8,9 +8,9 @@ For each dataset shape and batch size, one jitted call runs ``--steps`` steps
 in a ``lax.fori_loop``, timed by :func:`mre_jax.benchmarks.timing.time_calls`,
 for
 
-* ``gather``: :func:`mre_jax.input_pipeline.gather` of the batch's rows;
+* ``gather``: :func:`mre_jax.data.input_pipeline.gather` of the batch's rows;
 * ``x[idx]``: the same rows by plain indexing, left to XLA's partitioner;
-* ``pipeline``: a whole :func:`mre_jax.input_pipeline.train_batch`
+* ``pipeline``: a whole :func:`mre_jax.data.input_pipeline.train_batch`
   (permutation slice, gather, resize to the config's ``image_size``, random
   flip if the config augments, normalisation).
 
@@ -30,10 +30,10 @@ import jax
 from ml_collections import config_dict
 import numpy as np
 
-from mre_jax import input_pipeline
 from mre_jax.benchmarks import cli
 from mre_jax.benchmarks import fixtures
 from mre_jax.benchmarks import timing
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import fer2013
 from mre_jax.datasets import raf_db
 

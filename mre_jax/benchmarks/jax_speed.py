@@ -18,13 +18,13 @@ import jax
 from ml_collections import config_dict
 import numpy as np
 
-from mre_jax import labels
 from mre_jax import models
 from mre_jax.benchmarks import device
 from mre_jax.benchmarks import fixtures
 from mre_jax.benchmarks import flops
 from mre_jax.benchmarks import results
 from mre_jax.benchmarks import timing
+from mre_jax.config import labels
 from mre_jax.inference.predictor import Predictor
 
 

@@ -26,11 +26,11 @@ from typing import Any, Sequence
 from absl import flags
 from ml_collections import config_dict
 
-from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.benchmarks import cli
 from mre_jax.benchmarks import fixtures
 from mre_jax.benchmarks import timing
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import fer2013
 from mre_jax.errors import ConfigError
 from mre_jax.errors import UserError

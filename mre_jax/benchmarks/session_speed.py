@@ -37,8 +37,8 @@ import numpy as np
 # Imported before OpenCV: the package quiets OpenCV's FFmpeg messages.
 from mre_jax import analysis  # pylint: disable=unused-import
 import cv2  # pylint: disable=g-bad-import-order,wrong-import-order
-from mre_jax import host_memory
 from mre_jax.benchmarks import cli
+from mre_jax.runtime import host_memory
 
 FLAGS = flags.FLAGS
 SIZE = (1280, 720)

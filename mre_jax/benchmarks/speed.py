@@ -36,7 +36,6 @@ from absl import logging
 import jax
 from ml_collections import config_dict
 
-from mre_jax import input_pipeline
 from mre_jax import models
 from mre_jax.benchmarks import cli
 from mre_jax.benchmarks import device
@@ -47,6 +46,7 @@ from mre_jax.benchmarks import results
 from mre_jax.benchmarks import targets
 from mre_jax.benchmarks import timing
 from mre_jax.benchmarks import torch_speed
+from mre_jax.data import input_pipeline
 from mre_jax.errors import ConfigError
 from mre_jax.errors import UserError
 from mre_jax.training import train
@@ -185,7 +185,7 @@ def _available_torch_modes(opts: Options, notes: list[str]) -> list[str]:
     return []
   try:
     # pylint: disable-next=g-import-not-at-top,unused-import
-    from mre_jax import torch_reference
+    from mre_jax.models import torch_reference
   except (ImportError, UserError) as e:
     notes.append(f"PyTorch skipped: {e}")
     return []

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from mre_jax import paper
 from mre_jax.benchmarks import results
+from mre_jax.config import paper
 
 EAGER_SPEEDUP = 3.0
 PEAK_SHARE = 0.40

@@ -1,4 +1,4 @@
-"""Speed of the PyTorch reference (:mod:`mre_jax.torch_reference`).
+"""Speed of the PyTorch reference (:mod:`mre_jax.models.torch_reference`).
 
 It is trained as the official ResEmoteNet script does: ``model.train()``,
 ``CrossEntropyLoss``, ``SGD`` with the config's learning rate, momentum and
@@ -27,7 +27,7 @@ from ml_collections import config_dict
 from mre_jax.benchmarks import device
 from mre_jax.benchmarks import results
 from mre_jax.benchmarks import timing
-from mre_jax.labels import NUM_CLASSES
+from mre_jax.config.labels import NUM_CLASSES
 
 MODES = ("eager", "compile")
 # torch.compile'd code runs slowly for a few seconds after it compiled.
@@ -64,7 +64,8 @@ class _Reference:
   @classmethod
   def create(cls, spec: dict[str, Any]) -> _Reference:
     import torch  # pylint: disable=g-import-not-at-top
-    from mre_jax import torch_reference  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from mre_jax.models import torch_reference
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":

@@ -3,7 +3,8 @@
 The dataset layer's light core: :class:`SplitData` (a split held as numpy
 arrays), inverse-frequency :func:`class_weights` and the stratified
 :func:`holdout_mask`, plus the label, dataset and validation-mode names
-re-exported from :mod:`mre_jax.labels` and :mod:`mre_jax.dataset_names`.
+re-exported from :mod:`mre_jax.config.labels` and
+:mod:`mre_jax.config.dataset_names`.
 Reading downloaded files lives in :mod:`mre_jax.datasets.sources`; the TFDS
 builders, preparing and loading in :mod:`mre_jax.datasets.builders`.
 """
@@ -14,11 +15,11 @@ import dataclasses
 
 import numpy as np
 
-from mre_jax.dataset_names import DATASET_NAMES
-from mre_jax.dataset_names import VALIDATION_MODES
+from mre_jax.config.dataset_names import DATASET_NAMES
+from mre_jax.config.dataset_names import VALIDATION_MODES
+from mre_jax.config.labels import CLASS_NAMES
+from mre_jax.config.labels import NUM_CLASSES
 from mre_jax.errors import DatasetError
-from mre_jax.labels import CLASS_NAMES
-from mre_jax.labels import NUM_CLASSES
 
 __all__ = [
     "CLASS_NAMES",

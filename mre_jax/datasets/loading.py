@@ -16,11 +16,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from mre_jax import distributed
-from mre_jax import input_pipeline
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import builders
 from mre_jax.datasets import common
 from mre_jax.errors import DatasetError
+from mre_jax.runtime import distributed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Evaluate a trained or imported model from its workdir alone.
 
 :func:`evaluate_workdir` restores a checkpoint with
-:func:`mre_jax.checkpointing.load_model`, which reads the architecture,
+:func:`mre_jax.workdir.checkpointing.load_model`, which reads the architecture,
 classes and image size from the checkpoint itself, loads the run's dataset and
 writes ``eval_<split>.json`` (and a confusion-matrix PNG) into the workdir. It
 needs no training config and never touches the teacher of a distilled
@@ -16,14 +16,14 @@ from typing import Any, Callable, Sequence
 from absl import logging
 import jax
 
-from mre_jax import checkpointing
-from mre_jax import distributed
-from mre_jax import input_pipeline
-from mre_jax.dataset_names import DATASET_NAMES
+from mre_jax.config.dataset_names import DATASET_NAMES
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import loading
 from mre_jax.errors import ConfigError
 from mre_jax.evaluation import metrics
 from mre_jax.evaluation import predict
+from mre_jax.runtime import distributed
+from mre_jax.workdir import checkpointing
 
 SPLITS = ("train", "validation", "test")
 

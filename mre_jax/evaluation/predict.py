@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mre_jax import distributed
-from mre_jax import input_pipeline
+from mre_jax.data import input_pipeline
+from mre_jax.runtime import distributed
 
 _BATCHES_PER_DISPATCH = 16
 

@@ -17,16 +17,17 @@ from mre_jax.errors import ExportError
 def load_classifier(path: str, which: str | int = "best",
                     batch_size: int = 64):
   """A ``Predictor`` for a shipped model's name (``student_c-fer2013``, see
-  :mod:`mre_jax.pretrained`) or a training workdir, an ``ExportedModel`` for
+  :mod:`mre_jax.models.shipped`) or a training workdir, an ``ExportedModel`` for
   a file.
 
   ``which`` (``best``, ``latest`` or an epoch) picks a workdir's checkpoint.
   Raises ExportError when ``path`` is none of these.
   """
   # pylint: disable=g-import-not-at-top
-  from mre_jax import pretrained
-  if not os.path.exists(path) and pretrained.is_name(path):
-    return pretrained.load(path, batch_size=batch_size)
+  from mre_jax.models import shipped
+  if not os.path.exists(path) and shipped.is_name(path):
+    from mre_jax.inference.predictor import Predictor
+    return Predictor.from_shipped(path, batch_size=batch_size)
   if os.path.isdir(os.path.join(path, "checkpoints")):
     from mre_jax.inference.predictor import Predictor
     return Predictor.from_workdir(path, which, batch_size=batch_size)

@@ -6,7 +6,7 @@
 Faces are uint8 images of any size, grey or RGB (or RGBA, whose alpha is
 dropped): one array (N, H, W) / (N, H, W, C), or a list of single images of
 different sizes. Each goes through exactly the training preprocessing
-(:func:`mre_jax.input_pipeline.preprocess`, after matching the channels the
+(:func:`mre_jax.data.input_pipeline.preprocess`, after matching the channels the
 model was trained on), then a jitted forward pass in eval mode. Batches are
 padded to power-of-two sizes up to ``batch_size``, so a stream of single
 frames and a folder of thousands compile a handful of programs between them.
@@ -22,11 +22,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from mre_jax import checkpointing
-from mre_jax import input_pipeline
 from mre_jax import models
+from mre_jax.data import input_pipeline
 from mre_jax.inference.images import as_images
 from mre_jax.inference.images import padded_batches
+from mre_jax.models import shipped
+from mre_jax.workdir import checkpointing
 
 
 # Variables up to this size are compiled into the forward pass (students B
@@ -47,7 +48,7 @@ class Predictor:
   class_names: tuple[str, ...]
   batch_size: int = 64
   channels: int | None = None  # Of the training images; None: keep input's.
-  # A shipped model's card (mre_jax.pretrained); None for a workdir's.
+  # A shipped model's card (mre_jax.models.shipped); None for a workdir's.
   card: dict[str, Any] | None = dataclasses.field(default=None, compare=False,
                                                   repr=False)
 
@@ -59,6 +60,20 @@ class Predictor:
     return cls(model=loaded.model, variables=loaded.variables,
                image_size=loaded.image_size, class_names=loaded.class_names,
                batch_size=batch_size, channels=loaded.channels)
+
+  @classmethod
+  def from_shipped(cls, name: str, batch_size: int = 64,
+                   folder: str = shipped.FOLDER) -> Predictor:
+    """The predictor of shipped model ``name``, with its card as ``card``."""
+    info = shipped.card(name, folder)
+    spec = info["model"]
+    model = models.ResEmoteNet(width=spec["width"],
+                               se_reduction=spec["se_reduction"],
+                               num_classes=spec["num_classes"])
+    return cls(model=model, variables=shipped.variables(name, folder),
+               image_size=int(info["preprocessing"]["image_size"]),
+               class_names=tuple(spec["class_names"]), batch_size=batch_size,
+               channels=info["preprocessing"].get("channels"), card=info)
 
   @functools.cached_property
   def forward(self):

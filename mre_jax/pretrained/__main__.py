@@ -22,16 +22,17 @@ from absl import flags
 from mre_jax import cli
 from mre_jax import pretrained
 from mre_jax.errors import UserError
+from mre_jax.models import shipped
 
 _pct = lambda x: "-" if x is None else f"{100 * x:.2f}"
 
 
-def listing(folder: str = pretrained.FOLDER) -> str:
+def listing(folder: str = shipped.FOLDER) -> str:
   """One line per shipped model: dataset, size, accuracies, epochs."""
   rows = [("name", "dataset", "params", "file", "val %", "test %",
            "mean class %", "test+flip %", "epochs")]
-  for name in pretrained.names(folder):
-    card = pretrained.card(name, folder)
+  for name in shipped.names(folder):
+    card = shipped.card(name, folder)
     acc = card["accuracy"]
     rows.append((name, card["dataset"]["name"],
                  f"{card['model']['num_params']:,}",
@@ -50,12 +51,12 @@ def listing(folder: str = pretrained.FOLDER) -> str:
 
 
 def verification(name: str, data_dir: str, manual_dir: str,
-                 folder: str = pretrained.FOLDER) -> tuple[str, bool]:
+                 folder: str = shipped.FOLDER) -> tuple[str, bool]:
   """The card's accuracies beside the re-measured ones, and whether every
   one agrees."""
   # pylint: disable=g-import-not-at-top
   from mre_jax.pretrained import measure
-  card = pretrained.card(name, folder)
+  card = shipped.card(name, folder)
   classifier = pretrained.load(name, folder=folder)
   splits = measure.load_splits(card["dataset"], data_dir, manual_dir)
   rows = measure.differences(card["accuracy"],
@@ -103,7 +104,7 @@ def _define_flags() -> flags.FlagValues:
   flags.DEFINE_string("manual_dir", "", "The folder holding the dataset's "
                       "downloaded archive; empty: <data_dir>/downloads/manual.",
                       flag_values=fv)
-  flags.DEFINE_string("folder", pretrained.FOLDER, "Where the shipped models "
+  flags.DEFINE_string("folder", shipped.FOLDER, "Where the shipped models "
                       "are.", flag_values=fv)
   return fv
 

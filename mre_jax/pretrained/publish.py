@@ -13,7 +13,7 @@ detector's box (:mod:`mre_jax.analysis.framing`; the analysis crops with
 it), and writes ``<name>.npz`` and ``<name>.json`` into the package,
 replacing an earlier model of that name only once both are complete.
 The card's provenance comes from the run's own files
-(:func:`mre_jax.report.load_run`).
+(:func:`mre_jax.training.run_record.load_run`).
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from mre_jax import checkpointing
-from mre_jax import pretrained
-from mre_jax import report
 from mre_jax.datasets import common
 from mre_jax.errors import UserError
 from mre_jax.inference.predictor import Predictor
+from mre_jax.models import shipped
 from mre_jax.pretrained import adjust
 from mre_jax.pretrained import measure
+from mre_jax.training import run_record
+from mre_jax.workdir import checkpointing
 
 # Shipped in float16 when test accuracy moves by less than this (a fraction).
 FLOAT16_TOLERANCE = 0.001
@@ -100,7 +100,7 @@ def build_card(name: str, loaded: checkpointing.LoadedModel,
                    for x in jax.tree.leaves(loaded.variables["params"]))
   dataset = config["dataset"]
   return {
-      "format": pretrained.CARD_FORMAT,
+      "format": shipped.CARD_FORMAT,
       "name": name,
       "model": {"name": spec["name"], "width": spec["width"],
                 "se_reduction": spec["se_reduction"],
@@ -113,7 +113,7 @@ def build_card(name: str, loaded: checkpointing.LoadedModel,
       "dataset": {"name": dataset["name"],
                   "builder_config": dataset.get("builder_config", ""),
                   "validation": dataset.get("validation", "auto"),
-                  "terms": pretrained.TERMS.get(dataset["name"], "")},
+                  "terms": shipped.TERMS.get(dataset["name"], "")},
       "accuracy": accuracy,
       "training": {
           "recipe": run["recipe"], "experiment": run["experiment"],
@@ -130,13 +130,13 @@ def build_card(name: str, loaded: checkpointing.LoadedModel,
 
 
 def publish(workdir: str, name: str, data_dir: str, manual_dir: str,
-            folder: str = pretrained.FOLDER) -> dict[str, Any]:
+            folder: str = shipped.FOLDER) -> dict[str, Any]:
   """Writes shipped model ``name`` from ``workdir``'s best checkpoint;
   returns its card."""
   if not name or os.sep in name or name.startswith("."):
     raise UserError(f"--name={name!r} is invalid: expected a plain name "
                     "such as student_c-raf_db")
-  run = report.load_run(workdir)
+  run = run_record.load_run(workdir)
   config = _run_config(workdir)
   loaded = checkpointing.load_model(workdir, "best")
   splits = measure.load_splits(config["dataset"], data_dir, manual_dir)

@@ -1,14 +1,15 @@
 """The shipped models beside the paper's students and other tools, in Markdown.
 
-Every number comes from a model card (:mod:`mre_jax.pretrained`), the paper
-(:mod:`mre_jax.paper`) or :data:`mre_jax.pretrained.REFERENCES`; the results
-report and the README's headline print these tables.
+Every number comes from a model card (:mod:`mre_jax.models.shipped`), the
+paper (:mod:`mre_jax.config.paper`) or
+:data:`mre_jax.models.shipped.REFERENCES`; the results report and the
+README's headline print these tables.
 """
 
 from __future__ import annotations
 
-from mre_jax import paper
-from mre_jax import pretrained
+from mre_jax.config import paper
+from mre_jax.models import shipped
 
 _pct = lambda x: "-" if x is None else f"{100 * x:.2f}"
 
@@ -22,14 +23,14 @@ def paper_best(model: str, dataset: str) -> tuple[str, float] | None:
   return max(runs, key=lambda r: r[1]) if runs else None
 
 
-def shipped_table(folder: str = pretrained.FOLDER) -> str:
+def shipped_table(folder: str = shipped.FOLDER) -> str:
   """One row per shipped model: its accuracies and the paper's student."""
   lines = ["| model | dataset | parameters | weights | val acc (%) | "
            "test acc (%) | mean class acc (%) | test acc, flip TTA (%) | "
            "epochs | paper (Table IV) test acc (%) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
-  for name in pretrained.names(folder):
-    card = pretrained.card(name, folder)
+  for name in shipped.names(folder):
+    card = shipped.card(name, folder)
     acc = card["accuracy"]
     best = paper_best(card["model"]["name"], card["dataset"]["name"])
     weights = card["weights"]
@@ -50,7 +51,7 @@ def references_table() -> str:
   """Other tools' accuracies on the same test splits."""
   lines = ["| dataset | tool | test acc (%) | mean class acc (%) |",
            "|---|---|---|---|"]
-  for dataset, tools in pretrained.REFERENCES.items():
+  for dataset, tools in shipped.REFERENCES.items():
     for tool, acc in tools.items():
       lines.append(f"| {dataset} | {tool} | {_pct(acc['accuracy'])} | "
                    f"{_pct(acc.get('mean_class_accuracy'))} |")

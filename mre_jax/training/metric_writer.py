@@ -7,7 +7,7 @@ import os
 
 from absl import logging
 
-from mre_jax import distributed
+from mre_jax.runtime import distributed
 
 
 class MetricWriter:

@@ -22,15 +22,15 @@ import jax
 from ml_collections import config_dict
 import numpy as np
 
-from mre_jax import checkpointing
-from mre_jax import config_lib
-from mre_jax import distributed
-from mre_jax import input_pipeline
-from mre_jax.datasets import SplitData
+from mre_jax.config import config_lib
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import loading
-from mre_jax.evaluation import predict
+from mre_jax.datasets import SplitData
 from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
-from mre_jax.training import published_logits
+from mre_jax.evaluation import predict
+from mre_jax.runtime import distributed
+from mre_jax.training import logits_catalog
+from mre_jax.workdir import checkpointing
 
 FORMAT = "mre_jax.teacher_logits/1"
 LOGITS_FILENAME = "teacher_logits.npz"
@@ -144,7 +144,7 @@ def load(path: str, split: SplitData, image_size: int) -> np.ndarray:
   """Logits (N, 2, K) for ``split`` from ``path``, after checking its metadata."""
   fix = ("Re-export it for this data with --mode=export_logits (or delete it "
          "to have training export it from distill.teacher_workdir).")
-  if published_logits.is_published(path):
+  if logits_catalog.is_published(path):
     fix = ("These are the published logits, made for the recipe's data and "
            "preprocessing: name a teacher run of this data with "
            "--config.distill.teacher_workdir, or keep those settings.")
@@ -186,9 +186,9 @@ def logits_path(config: config_dict.ConfigDict, workdir: str) -> str:
 def default_to_published(config: config_dict.ConfigDict,
                          workdir: str) -> None:
   """A distilling student that names no teacher and has no logits file of
-  its own gets its dataset's published logits (see published_logits)."""
+  its own gets its dataset's published logits (see logits_catalog)."""
   if config_lib.is_student(config):
-    published_logits.apply_default(config, logits_path(config, workdir))
+    logits_catalog.apply_default(config, logits_path(config, workdir))
 
 
 def export_for_run(config: config_dict.ConfigDict, workdir: str,
@@ -228,6 +228,6 @@ def ensure(config: config_dict.ConfigDict, workdir: str, split: SplitData,
           f"config.distill.teacher_logits={path!r} does not exist and "
           "config.distill.teacher_workdir is empty: name a teacher run to "
           "export the logits from (published logits exist for "
-          f"{', '.join(published_logits.published()) or 'no dataset'}).")
+          f"{', '.join(logits_catalog.published()) or 'no dataset'}).")
     export_for_run(config, workdir, split, data, mesh)
   return load(path, split, config.image_size)

@@ -21,13 +21,13 @@ import numpy as np
 from ml_collections import config_dict
 import optax
 
-from mre_jax import augment
-from mre_jax import distributed
-from mre_jax import input_pipeline
 from mre_jax import models
+from mre_jax.config.labels import NUM_CLASSES
+from mre_jax.data import augment
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import common
 from mre_jax.errors import ConfigError
-from mre_jax.labels import NUM_CLASSES
+from mre_jax.runtime import distributed
 from mre_jax.training import losses
 
 
@@ -177,7 +177,7 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
   one (see :func:`steps_per_dispatch`). Each step takes
   the batch ``perm[step * B:(step + 1) * B]``, flips each example with
   probability 1/2, applies the configured augmentations
-  (:mod:`mre_jax.augment`) and, when distilling, uses the teacher logits of
+  (:mod:`mre_jax.data.augment`) and, when distilling, uses the teacher logits of
   the view the student sees. Returns the summed loss/accuracy counts of the
   chunk.
   """

@@ -3,8 +3,9 @@
 Once per epoch, on the host: the jitted steps of :mod:`.train`, evaluation of
 the validation split, the plateau schedule, early stopping, checkpoints (latest
 and best) and logs. A rerun of the same command resumes exactly from the
-latest checkpoint. A run holds its workdir's lock (:mod:`mre_jax.workdir_lock`)
-and stops cleanly on SIGINT or SIGTERM (:mod:`.interrupts`).
+latest checkpoint. A run holds its workdir's lock
+(:mod:`mre_jax.workdir.workdir_lock`) and stops cleanly on SIGINT or SIGTERM
+(:mod:`.interrupts`).
 """
 
 from __future__ import annotations
@@ -21,21 +22,21 @@ import jax.numpy as jnp
 from ml_collections import config_dict
 import numpy as np
 
-from mre_jax import checkpointing
-from mre_jax import config_lib
-from mre_jax import distributed
-from mre_jax import input_pipeline
 from mre_jax import models
-from mre_jax import workdir_lock
+from mre_jax.config import config_lib
+from mre_jax.config.labels import NUM_CLASSES
+from mre_jax.data import input_pipeline
 from mre_jax.datasets import loading
 from mre_jax.errors import CheckpointError, ConfigError
 from mre_jax.evaluation import evaluator
 from mre_jax.evaluation import predict
-from mre_jax.labels import NUM_CLASSES
+from mre_jax.runtime import distributed
 from mre_jax.training import interrupts
 from mre_jax.training import teacher_logits
 from mre_jax.training.metric_writer import MetricWriter
-from mre_jax.training.run_info import write_run_info
+from mre_jax.workdir import checkpointing
+from mre_jax.workdir import workdir_lock
+from mre_jax.workdir.run_info import write_run_info
 from mre_jax.training.train import (build_model, current_lr,
                                     global_batch_size, init_state,
                                     learning_rate, lr_schedule,

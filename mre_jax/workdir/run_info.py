@@ -1,7 +1,9 @@
 """What a run records about itself: the resolved config and the code version.
 
 ``config.json`` and ``run_info.json`` in the workdir say what ran, on which
-commit and devices, with which command; the results report reads them.
+commit and devices, with which command; the results report reads them. The
+command is recorded as anyone can rerun it (:func:`portable`); ``argv``
+keeps it exactly as typed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import jax
 from ml_collections import config_dict
 
-from mre_jax import distributed
+from mre_jax.runtime import distributed
 
 
 def git_commit(source: str | None = None) -> str:
@@ -60,15 +62,70 @@ def machine() -> dict[str, object]:
           "cpu_count": os.cpu_count()}
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+# Flags whose absolute paths :func:`portable` replaces, by how the flag's
+# name ends: a run's folder, downloaded data, prepared datasets.
+_PLACEHOLDERS = (("workdir", "RUNS"), ("outdir", "RUNS"), ("workdirs", "RUNS"),
+                 ("inputs", "RUNS"), ("manual_dir", "DATA"), ("data", "DATA"),
+                 ("install_wheels", "WHEELS"), ("data_dir", "TFDS_DIR"))
+
+
+# What the placeholders of :func:`portable` stand for, for pages that show
+# recorded commands.
+PLACEHOLDERS_NOTE = (
+    "Commands are shown as recorded, with their folders as placeholders: "
+    "`RUNS/<name>` a run's workdir, `DATA/<name>` the downloaded dataset "
+    "files (`DATA` holds `fer2013/` and `rafdb/`), `TFDS_DIR` where datasets "
+    "are prepared (`--config.dataset.data_dir`). Run them from the "
+    "repository's root.")
+
+
+def _portable_path(flag: str, path: str, repo: str) -> str:
+  if os.path.commonpath([path, repo]) == repo:
+    return os.path.relpath(path, repo)
+  for suffix, placeholder in _PLACEHOLDERS:
+    if flag == suffix or flag.endswith("." + suffix) or flag.endswith(
+        "_" + suffix):
+      if placeholder in ("TFDS_DIR", "WHEELS") or (
+          placeholder == "DATA" and flag == "data"):
+        return placeholder
+      return f"{placeholder}/{os.path.basename(os.path.normpath(path))}"
+  return path
+
+
+def portable(command: str, repo: str = REPO) -> str:
+  """``command`` as anyone can rerun it: absolute paths inside the
+  repository become relative to it, and a run's folder, the data and the
+  prepared datasets become placeholders (``RUNS/<name>``, ``DATA/<name>``,
+  ``TFDS_DIR``). Other paths stay as they are."""
+  try:
+    words = shlex.split(command)
+  except ValueError:
+    return command
+  out = []
+  for i, word in enumerate(words):
+    flag, eq, value = word.partition("=")
+    if eq and flag.startswith("--") and os.path.isabs(value):
+      word = f"{flag}={_portable_path(flag[2:], value, repo)}"
+    elif os.path.isabs(word) and i and words[i - 1].startswith("--") and (
+        "=" not in words[i - 1]):
+      word = _portable_path(words[i - 1][2:], word, repo)
+    elif os.path.isabs(word) and os.path.commonpath([word, repo]) == repo:
+      word = os.path.relpath(word, repo)
+    out.append(word)
+  return shlex.join(out)
+
+
 def command() -> str:
   """The command line that started this process, as a user would type it."""
   package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   script = os.path.abspath(sys.argv[0]) if sys.argv else ""
   if script.startswith(package + os.sep) and script.endswith(".py"):
     module = os.path.relpath(script[:-3], os.path.dirname(package))
-    return shlex.join(["python", "-m", module.replace(os.sep, "."),
-                       *sys.argv[1:]])
-  return shlex.join(["python", *sys.argv])
+    return portable(shlex.join(["python", "-m", module.replace(os.sep, "."),
+                                *sys.argv[1:]]))
+  return portable(shlex.join(["python", *sys.argv]))
 
 
 def write_run_info(config: config_dict.ConfigDict, workdir: str) -> None:

@@ -30,12 +30,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mre_jax import batch_norm
-from mre_jax import conv
-from mre_jax import dropout
-from mre_jax import paper
-from mre_jax import pooling
-from mre_jax.labels import NUM_CLASSES
+from mre_jax.config import paper
+from mre_jax.config.labels import NUM_CLASSES
+from mre_jax.models import batch_norm
+from mre_jax.models import conv
+from mre_jax.models import dropout
+from mre_jax.models import pooling
 
 Dtype = Any
 
@@ -79,7 +79,7 @@ class TorchBatchNorm(nn.Module):
   running variance with the unbiased one. Statistics are reduced over every
   axis but the last; under ``jax.jit`` with a batch sharded over a mesh this is
   the global batch. Computed in float32 whatever the compute dtype; in
-  training, with the gradient written out in :mod:`mre_jax.batch_norm`.
+  training, with the gradient written out in :mod:`mre_jax.models.batch_norm`.
   """
   momentum: float = 0.1  # PyTorch convention: weight of the new batch.
   epsilon: float = 1e-5
@@ -171,8 +171,8 @@ class ResEmoteNet(nn.Module):
   Input: float images (N, H, W, 3), NHWC, already normalised. Output: float32
   logits (N, num_classes). ``dtype`` is the compute dtype (e.g. bfloat16);
   parameters and BatchNorm statistics stay float32. ``conv_impl`` picks how
-  convolutions and pooling are computed (:mod:`mre_jax.conv`,
-  :mod:`mre_jax.pooling`), never what.
+  convolutions and pooling are computed (:mod:`mre_jax.models.conv`,
+  :mod:`mre_jax.models.pooling`), never what.
   The last stem stage's output is exposed for Grad-CAM (:meth:`_tap`).
   """
   width: int = 64

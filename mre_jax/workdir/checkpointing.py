@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from mre_jax import checkpoint_integrity
-from mre_jax import distributed
-from mre_jax import input_pipeline
 from mre_jax import models
+from mre_jax.config.labels import CLASS_NAMES
+from mre_jax.data import input_pipeline
 from mre_jax.errors import CheckpointError
-from mre_jax.labels import CLASS_NAMES
+from mre_jax.runtime import distributed
+from mre_jax.workdir import checkpoint_integrity
 
 FORMAT = "mre_jax.checkpoint/1"
 _ITEMS = ("model", "train", "meta")
@@ -194,7 +194,7 @@ def model_meta(name: str, model: models.ResEmoteNet,
 
 def preprocessing_meta(image_size: int,
                        channels: int | None = None) -> dict[str, Any]:
-  """What :func:`mre_jax.input_pipeline.preprocess` did to the inputs.
+  """What :func:`mre_jax.data.input_pipeline.preprocess` did to the inputs.
 
   ``channels`` is the channel count of the training images (1: grey, 3: RGB;
   None: unknown), so that applications can match it.

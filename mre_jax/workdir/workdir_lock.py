@@ -23,8 +23,8 @@ from typing import Iterator
 
 from absl import logging
 
-from mre_jax import distributed
 from mre_jax.errors import WorkdirBusyError
+from mre_jax.runtime import distributed
 
 LOCK_FILE = ".lock"
 _held: dict[str, int] = {}  # Workdir -> nesting depth in this process.

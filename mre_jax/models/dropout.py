@@ -9,7 +9,7 @@ faster), so every round's counters and state go through memory: in student
 C's batch-64 train step the two stem masks took about 19 of 114 ms (2-core
 Zen 4). Here the same hash (Salmon et al., "Parallel random numbers: as easy
 as 1, 2, 3", 2011) is written out round by round in ``jax.numpy``, which XLA
-compiles into one fusion, written once (:mod:`mre_jax.written_once`, so
+compiles into one fusion, written once (:mod:`mre_jax.models.written_once`, so
 that the mask is not drawn again in each of its users): 1.1 ms against
 JAX's 3.1 ms for one 64x32x32x8 mask alone.
 
@@ -31,7 +31,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from mre_jax import written_once
+from mre_jax.models import written_once
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)

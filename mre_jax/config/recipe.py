@@ -2,17 +2,17 @@
 config, and an improved one that changes a few of its fields.
 
 Every hyperparameter of a run lives here, each with its source; the paper's
-published results live in :mod:`mre_jax.paper`. The files in ``configs/``
+published results live in :mod:`mre_jax.config.paper`. The files in ``configs/``
 start from :func:`get_config` and pick a model, a dataset, an experiment and
 a recipe (``configs/studentA.py:fer2013,exp=E1,recipe=improved``, see
-:func:`mre_jax.config_lib.apply_args`). Being part of the package, the recipe
-is the same for the command line, the benchmarks and the tests, and config
-files load from any directory.
+:func:`mre_jax.config.config_lib.apply_args`). Being part of the package,
+the recipe is the same for the command line, the benchmarks and the tests,
+and config files load from any directory.
 """
 
 from ml_collections import config_dict
 
-from mre_jax import paper
+from mre_jax.config import paper
 from mre_jax.errors import ConfigError
 
 RECIPES = ("paper", "improved", "balanced")
@@ -41,7 +41,7 @@ def get_config():
 
   config.image_size = 64  # ResEmoteNet resizes every face to 64x64.
   config.augment_flip = True  # Random horizontal flip (paper, Sec. III-D).
-  # Train-only augmentations of mre_jax.augment, off in the paper's recipe:
+  # Train-only augmentations of mre_jax.data.augment, off in the paper's recipe:
   # largest shift (fraction of the side), rotation (degrees) and the
   # probability of erasing a rectangle.
   config.augment_shift = 0.0

@@ -2,9 +2,9 @@
 
 XLA on the CPU fuses a cheap element-wise producer into each of its
 consumers and computes it again in each: a convolution written as
-element-wise products (:func:`mre_jax.conv.conv_taps`), a dropout mask's
-random bits (:mod:`mre_jax.dropout`) or the max pool's first maxima
-(:mod:`mre_jax.pooling`) would be recomputed by the batch statistics, the
+element-wise products (:func:`mre_jax.models.conv.conv_taps`), a dropout mask's
+random bits (:mod:`mre_jax.models.dropout`) or the max pool's first maxima
+(:mod:`mre_jax.models.pooling`) would be recomputed by the batch statistics, the
 activation and every gradient that reads them. JAX's
 optimisation barrier is no help there (the CPU compiler removes it).
 

@@ -10,7 +10,7 @@ mesh's data axis (:func:`put_on_mesh`). The jitted train or eval step then
   up the rows it owns and a reduce-scatter over the data axis hands every
   device its slice of the batch, so the dataset is never all-gathered;
 * resizes, flips and normalises the images (:func:`preprocess`) and applies
-  any further train-only augmentation (:mod:`mre_jax.augment`).
+  any further train-only augmentation (:mod:`mre_jax.data.augment`).
 
 There is no per-example Python loop and no per-batch host-to-device copy.
 Everything is computed in the global view and depends only on the RNG and the
@@ -35,7 +35,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mre_jax import augment
+from mre_jax.data import augment
 from mre_jax.errors import ConfigError
 from mre_jax.errors import DatasetError
 
@@ -300,7 +300,7 @@ def train_batch(data: DeviceData, rng: jax.Array, perm: jax.Array,
   :func:`teacher_view`) and ``index`` (int32 (B,), the examples' ids), all
   sharded along the batch. ``data`` should not hold arrays of those two names.
   With ``augment_flip=False`` no image is flipped. ``augmentation`` adds the
-  warps and erasing of :mod:`mre_jax.augment`, drawn from a stream folded
+  warps and erasing of :mod:`mre_jax.data.augment`, drawn from a stream folded
   off ``rng`` so that the flips stay those drawn without it.
   """
   indices = train_batch_indices(perm, step_in_epoch, batch_size)

@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mre_jax.config.labels import CLASS_NAMES
 from mre_jax.datasets import synthetic_faces
 from mre_jax.errors import AnalysisError
-from mre_jax.labels import CLASS_NAMES
 
 # (expression, seconds): a participant who starts neutral, is pleased,
 # surprised, then frustrated, calms down and ends annoyed.

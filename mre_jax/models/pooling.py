@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mre_jax import written_once
+from mre_jax.models import written_once
 
 
 def _window_views(x: jax.Array) -> list[jax.Array]:
@@ -49,7 +49,7 @@ def _first_max(x: jax.Array) -> jax.Array:
 
 def _max_pool_fwd(x, odd):
   """The pool, and as residual each window's first maximum, found at the
-  pool's resolution and written once (:mod:`mre_jax.written_once`): one
+  pool's resolution and written once (:mod:`mre_jax.models.written_once`): one
   byte per window kept instead of the input and output."""
   return _max_pool(x, odd), written_once.once(_first_max, x, token=x)
 

@@ -5,24 +5,26 @@ is a comma-separated list: an optional dataset name and ``key=value`` pairs.
 Keys: ``exp`` (E1..E6, Table IV), ``alpha``, ``T`` (temperature),
 ``baseline`` (no teacher: kd_weight=0, ce_weight=1), ``width`` (tiny models),
 ``recipe`` (``paper``, the default, or ``improved``; see
-:func:`mre_jax.recipe.apply_recipe`).
+:func:`mre_jax.config.recipe.apply_recipe`).
 """
 
 from __future__ import annotations
 
 from ml_collections import config_dict
 
-from mre_jax import augment
-from mre_jax import models
-from mre_jax import paper
-from mre_jax import recipe
-from mre_jax.dataset_names import DATASET_NAMES
-from mre_jax.dataset_names import VALIDATION_MODES
+from mre_jax.config import paper
+from mre_jax.config import recipe
+from mre_jax.config.dataset_names import DATASET_NAMES
+from mre_jax.config.dataset_names import VALIDATION_MODES
 from mre_jax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
 _ARG_KEYS = ("exp", "alpha", "T", "baseline", "width", "recipe")
 LR_SCHEDULES = ("plateau", "warmup_cosine")
+# The largest value of each train-time augmentation, config.augment_<name>
+# (see mre_jax.data.augment); 0 turns one off.
+AUGMENT_LIMITS = {"shift": 0.5, "rotation": 180.0, "erasing": 1.0,
+                  "scale": 0.5}
 
 
 def parse_args(arg: str | None) -> tuple[str | None, dict[str, str]]:
@@ -118,11 +120,18 @@ def _check(ok: bool, field: str, value, expected: str) -> None:
                       f"{expected}")
 
 
+def check_augmentation(values: dict[str, float]) -> None:
+  """Rejects augmentation strengths outside :data:`AUGMENT_LIMITS`."""
+  for name, high in AUGMENT_LIMITS.items():
+    _check(0 <= values[name] <= high, f"augment_{name}", values[name],
+           f"a value in [0, {high:g}] (0: off)")
+
+
 def validate(config: config_dict.ConfigDict) -> None:
   """Rejects bad values, naming the field; unknown fields fail earlier."""
   c = config
-  _check(c.model in models.MODEL_SPECS, "model", c.model,
-         f"one of {sorted(models.MODEL_SPECS)}")
+  _check(c.model in paper.TABLE_II, "model", c.model,
+         f"one of {sorted(paper.TABLE_II)}")
   _check(c.model_width >= 0, "model_width", c.model_width, ">= 0")
   _check(c.dtype in DTYPES, "dtype", c.dtype, f"one of {DTYPES}")
   _check(c.dataset.name in DATASET_NAMES, "dataset.name", c.dataset.name,
@@ -146,7 +155,8 @@ def validate(config: config_dict.ConfigDict) -> None:
          "in [0, 1)")
   _check(0 <= c.get("logit_adjustment", 0.0) <= 3, "logit_adjustment",
          c.get("logit_adjustment"), "in [0, 3] (0: off)")
-  augment.Augmentation.from_config(c)  # Checks the augment_* fields.
+  check_augmentation({name: float(c.get(f"augment_{name}", 0.0))
+                      for name in AUGMENT_LIMITS})
   _check(c.plateau.metric in ("val_loss", "val_accuracy"), "plateau.metric",
          c.plateau.metric, "val_loss or val_accuracy")
   _check(0 < c.plateau.factor <= 1, "plateau.factor", c.plateau.factor,

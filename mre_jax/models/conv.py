@@ -17,8 +17,9 @@ initialisers it is given), padding ``k // 2`` on every side, and a compute
   (positions, k * k * in) matrix, transposed, times the cotangent.
 * ``"taps"``, for few input and output channels: per kernel tap and input
   channel, the tap's view of that channel times the kernel's row, all summed
-  in one element-wise fusion, written once (:mod:`mre_jax.written_once`, so
-  that the sum is not computed again in each of its consumers). A forward
+  in one element-wise fusion, written once
+  (:mod:`mre_jax.models.written_once`, so that the sum is not computed again
+  in each of its consumers). A forward
   form only: its gradients come from JAX's autodiff or another form.
 * ``"chunked"``, for the kernel's gradient only: XLA's, summed over chunks
   of the batch (:func:`chunk_size`).
@@ -98,7 +99,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from mre_jax import written_once
+from mre_jax.models import written_once
 
 Dtype = Any
 IMPLEMENTATIONS = ("auto", "lax", "dot", "taps")

@@ -22,8 +22,8 @@ try:
   from torch import nn
   from torch.nn import functional as F
 except ImportError as e:
-  raise UserError("mre_jax.torch_reference needs PyTorch; install it with "
-                  "pip install 'mre_jax[torch]'") from e
+  raise UserError("mre_jax.models.torch_reference needs PyTorch; install it "
+                  "with pip install 'mre_jax[torch]'") from e
 
 
 class SqueezeExcite(nn.Module):

@@ -1,7 +1,7 @@
 """Train-only image augmentation, computed on the device inside the train step.
 
-Applied after :func:`mre_jax.input_pipeline.preprocess` (which resizes, flips
-and normalises; evaluation and inference use it alone) to the normalised
+Applied after :func:`mre_jax.data.input_pipeline.preprocess` (which resizes,
+flips and normalises; evaluation and inference use it alone) to the normalised
 float images ``(B, S, S, C)``:
 
 * a random affine warp, rotation by up to ``rotation`` degrees about the
@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mre_jax.errors import ConfigError
+from mre_jax.config import config_lib
 
 ERASE_AREA = (0.02, 0.33)  # Fraction of the image (torchvision default).
 ERASE_RATIO = (0.3, 3.3)  # Height / width (torchvision default).
@@ -58,13 +58,7 @@ class Augmentation:
   scale: float = 0.0
 
   def __post_init__(self):
-    for name, value, high in (("shift", self.shift, 0.5),
-                              ("rotation", self.rotation, 180.0),
-                              ("erasing", self.erasing, 1.0),
-                              ("scale", self.scale, 0.5)):
-      if not 0 <= value <= high:
-        raise ConfigError(f"config.augment_{name}={value!r} is invalid: "
-                          f"expected a value in [0, {high:g}] (0: off)")
+    config_lib.check_augmentation(dataclasses.asdict(self))
 
   @classmethod
   def from_config(cls, config: Any) -> Augmentation:

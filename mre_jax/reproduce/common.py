@@ -1,38 +1,15 @@
-"""One command that reproduces the GPU results, step by step, within budgets.
+"""What the reproduction driver (:mod:`mre_jax.reproduce`) and its step
+processes (:mod:`mre_jax.reproduce.steps`) share: the steps, their options
+and files, and child processes bounded in time."""
 
-    python -m mre_jax.reproduce --outdir=OUT \\
-        [--steps=bench,teacher_fer,teacher_raf,e1,e4] [--data=../shared/data] \\
-        [--workdirs=DIR] [--budget_s=SECONDS|STEP=SECONDS,...] \\
-        [--epochs=N|STEP=N,...] [--inputs=DIR] [--install_wheels=DIR] [--tiny]
-
-Steps, always in this order: ``bench`` (speed of the four models, JAX beside
-PyTorch eager and torch.compile); ``teacher_fer`` and ``teacher_raf`` (the
-teacher, paper recipe, on FER2013 / RAF-DB: its evaluation and the train
-split's logits, both views, float16); ``e1`` and ``e4`` (students A and B of
-Table IV on FER2013, distilled from ``teacher_fer``'s logits).
-
-Each step runs in processes of its own (:mod:`mre_jax.reproduce_step`)
-within its time budget: training stops at an epoch boundary once the next
-epoch would eat into the time kept for evaluation and logits, and whatever
-outlives the budget is killed. Results land in ``OUTDIR/<step>/`` as soon as
-they exist, and ``OUTDIR/manifest.json`` records per step the command,
-start, end, wall time, status (``done``; ``cut_off`` by its budget;
-``failed``, with the error line), device and commit. A failed step does not
-stop the steps that do not need it. Students read
-``<inputs>/teacher_fer/teacher_logits.npz``, so each step can run alone on a
-fresh machine from earlier outputs. ``--tiny`` (or
-``MRE_JAX_REPRODUCE_TINY=1``) shrinks every step to run on a CPU.
-"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,10 +21,10 @@ from absl import app
 from absl import flags
 
 from mre_jax import cli
-from mre_jax import offline_install
 from mre_jax.errors import Interrupted, UserError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
 TINY_ENV = "MRE_JAX_REPRODUCE_TINY"
 LOGITS = "teacher_logits.npz"
 DATA_FOLDERS = {"fer2013": "fer2013", "raf_db": "rafdb"}
@@ -104,7 +81,7 @@ def define_flags() -> None:
                       "(teacher_fer/teacher_logits.npz). Default: --outdir.")
   flags.DEFINE_string("install_wheels", "", "Folder of wheels to install "
                       "into <workdirs>/site if a requirement is missing "
-                      "(mre_jax.offline_install.NEEDED).")
+                      "(mre_jax.runtime.offline_install.NEEDED).")
   flags.DEFINE_enum("dtype", "auto", ["auto", "float32", "bfloat16"],
                     "Compute dtype. auto: bfloat16, float32 with --tiny.")
   flags.DEFINE_bool("tiny", os.environ.get(TINY_ENV, "") not in ("", "0"),
@@ -259,7 +236,7 @@ def run_bounded(argv: list[str], log_path: str, deadline: float,
   return status, (errors or lines or ["no output"])[-1]
 
 
-def _child_env(opts: Options) -> dict[str, str]:
+def child_env(opts: Options) -> dict[str, str]:
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.75")
   # Steps (and evaluation after training) compile some of the same
@@ -277,70 +254,8 @@ def _child_env(opts: Options) -> dict[str, str]:
   return env
 
 
-def _time(t: float) -> str:
+def timestamp(t: float) -> str:
   return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
-
-
-def drive(steps: list[Step], opts: Options) -> dict[str, Any]:
-  """Runs ``steps`` in order; returns the manifest, written after each."""
-  # pylint: disable-next=g-import-not-at-top
-  from mre_jax import reproduce_step
-  from mre_jax.training import run_info  # pylint: disable=g-import-not-at-top
-  path = os.path.join(opts.outdir, "manifest.json")
-  manifest = read_json(path) or {"steps": {}}  # Earlier steps' entries stay.
-  # A copy of a checkout has no .git: MRE_JAX_COMMIT can name the commit.
-  commit = run_info.git_commit()
-  env = _child_env(opts)
-  for step in steps:
-    out = os.path.join(opts.outdir, step.name)
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
-    start = time.time()
-    entry = manifest["steps"][step.name] = {
-        "command": shlex.join(["python", "-m", "mre_jax.reproduce",
-                               *opts.argv(step.name)]),
-        "start": _time(start), "budget_s": opts.budgets[step.name],
-        "status": "running", "commit": commit, "tiny": opts.tiny}
-    write_json(path, manifest)
-    print(f"== {step.name}: budget {opts.budgets[step.name]:g} s", flush=True)
-    runner = (reproduce_step.run_bench if step.name == "bench" else
-              functools.partial(reproduce_step.run_training, step))
-    result = {"status": "failed", "error": "the driver was stopped"}
-    try:
-      opts.check_inputs(step)
-      result = runner(opts, start + opts.budgets[step.name], out, env)
-    except UserError as e:
-      result = {"status": "failed", "error": f"error: {e}"}
-    finally:
-      end = time.time()
-      entry.update(end=_time(end), wall_s=round(end - start, 1),
-                   status=result["status"], error=result.get("error"),
-                   note=result.get("note"), device=result.get("device"),
-                   equivalent=result.get("command"),
-                   outputs=sorted(os.listdir(out)))
-      write_json(path, manifest)
-    print(f"== {step.name}: {entry['status']} in {entry['wall_s']} s" +
-          "".join(f"; {entry[k]}" for k in ("note", "error") if entry[k]),
-          flush=True)
-  return manifest
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise ReproduceError(f"unexpected argument(s) {' '.join(argv[1:])}: "
-                         "every argument is a flag, e.g. --outdir=DIR")
-  steps = parse_steps(FLAGS.steps)
-  opts = Options.from_flags()
-  # SIGTERM unwinds like Ctrl-C: the step under way is stopped and recorded.
-  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-  offline_install.install_wheels(FLAGS.install_wheels, opts.workdirs)
-  manifest = drive(steps, opts)
-  print(f"\n{os.path.join(opts.outdir, 'manifest.json')}:")
-  for name, entry in manifest["steps"].items():
-    print(f"  {name:12} {entry['status']:8} {entry.get('wall_s', '-'):>7} s  "
-          + (entry.get("error") or entry.get("note") or ""))
-  if any(manifest["steps"][s.name]["status"] == "failed" for s in steps):
-    sys.exit(1)
 
 
 def run(main_fn, define=define_flags) -> None:
@@ -360,9 +275,3 @@ def run(main_fn, define=define_flags) -> None:
 
   define()
   app.run(checked, flags_parser=cli.parse_or_fail)
-
-
-if __name__ == "__main__":
-  # The copy of this module that mre_jax.reproduce_step imports too.
-  from mre_jax import reproduce  # pylint: disable=import-self
-  reproduce.run(reproduce.main)

@@ -4,7 +4,7 @@ The benchmark runs ``python -m mre_jax.benchmarks.speed`` once per model,
 merging the records into ``OUTDIR/bench/bench.json`` as they come. A training
 step runs in a process of its own::
 
-    python -m mre_jax.reproduce_step --run_step=teacher_fer \\
+    python -m mre_jax.reproduce.steps --run_step=teacher_fer \\
         --deadline=UNIX_TIME [the flags of mre_jax.reproduce]
 
 which trains the step's config in a fresh ``<workdirs>/<step>`` with the trainer
@@ -35,8 +35,8 @@ from typing import Any
 from absl import flags
 from absl import logging
 
-from mre_jax import reproduce
 from mre_jax.errors import Interrupted
+from mre_jax.reproduce import common
 
 FLAGS = flags.FLAGS
 
@@ -56,14 +56,15 @@ TINY_IMAGES = 10
 # early stopping would end them at a time that depends on the machine.
 TINY = {"model_width": 4, "image_size": 16, "batch_size": 8,
         "eval_batch_size": 64, "early_stopping_patience": 10**9}
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_PACKAGE_DIR = os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 # ----------------------------------------------------------------------------
 # In the driver's process: each step's processes, bounded by its deadline.
 
 
-def run_bench(opts: reproduce.Options, deadline: float, out: str,
+def run_bench(opts: common.Options, deadline: float, out: str,
               env: dict[str, str]) -> dict[str, Any]:
   """The speed benchmark, one process per model within its share of the
   budget, so that ``bench.json`` keeps the models measured before a cut or a
@@ -85,12 +86,12 @@ def run_bench(opts: reproduce.Options, deadline: float, out: str,
         "--max_seconds_per_measurement=1",
         f"--torch_compile_timeout={max(share / 2, 10):.0f}",
         f"--deadline={time.time() + share:.0f}"]
-    status, error = reproduce.run_bounded(
+    status, error = common.run_bounded(
         [sys.executable, "-m", "mre_jax.benchmarks.speed", *flags_, *sizes,
          f"--dtype={opts.dtype}", f"--json_out={path}"],
         os.path.join(out, "log.txt"), time.time() + share, env)
     # Written at the end: a process killed after it is complete anyway.
-    record = reproduce.read_json(path) if status in (0, None) else None
+    record = common.read_json(path) if status in (0, None) else None
     if record is None:
       (cut if status is None else failed).append(
           f"{name}: " + (f"cut off after {share:.0f} s" if status is None
@@ -99,22 +100,22 @@ def run_bench(opts: reproduce.Options, deadline: float, out: str,
     merged = {**(merged or record),
               "models": {**merged.get("models", {}), **record["models"]},
               "targets": merged.get("targets", []) + record.get("targets", [])}
-    reproduce.write_json(os.path.join(out, "bench.json"), merged)
+    common.write_json(os.path.join(out, "bench.json"), merged)
   return {"status": "failed" if failed else "cut_off" if cut else "done",
           "error": "; ".join(failed) or None, "note": "; ".join(cut) or None,
           "device": merged.get("jax_device")}
 
 
-def run_training(step: reproduce.Step, opts: reproduce.Options,
+def run_training(step: common.Step, opts: common.Options,
                  deadline: float, out: str,
                  env: dict[str, str]) -> dict[str, Any]:
   """A training step in its own process; its ``run.json`` says how it went."""
-  argv = [sys.executable, "-m", "mre_jax.reproduce_step",
+  argv = [sys.executable, "-m", "mre_jax.reproduce.steps",
           f"--run_step={step.name}", f"--deadline={deadline:.3f}",
           *opts.argv(step.name)]
-  status, error = reproduce.run_bounded(argv, os.path.join(out, "log.txt"),
+  status, error = common.run_bounded(argv, os.path.join(out, "log.txt"),
                                        deadline, env)
-  result = reproduce.read_json(os.path.join(out, "run.json")) or {}
+  result = common.read_json(os.path.join(out, "run.json")) or {}
   if result.get("phase") == "finished":  # Even if killed while exiting.
     return result
   if status is None:
@@ -215,7 +216,7 @@ def tiny_source(folder: str, scratch: str) -> str:
 def load_config(filename: str, arg: str, overrides: dict[str, Any]):
   """``configs/<filename>:<arg>`` with ``overrides`` (dotted field names)."""
   spec = importlib.util.spec_from_file_location(
-      "mre_jax_reproduce_config", os.path.join(reproduce.REPO, "configs",
+      "mre_jax_reproduce_config", os.path.join(common.REPO, "configs",
                                                filename))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -229,8 +230,8 @@ def load_config(filename: str, arg: str, overrides: dict[str, Any]):
   return config
 
 
-def overrides(step: reproduce.Step,
-              opts: reproduce.Options) -> dict[str, Any]:
+def overrides(step: common.Step,
+              opts: common.Options) -> dict[str, Any]:
   """The config fields the driver sets, as ``--config.<field>`` would."""
   fields = {"dtype": opts.dtype,
             "dataset.data_dir": os.path.join(opts.workdirs, "tfds"),
@@ -247,15 +248,15 @@ def overrides(step: reproduce.Step,
   return fields
 
 
-def run_step(step: reproduce.Step, opts: reproduce.Options,
+def run_step(step: common.Step, opts: common.Options,
              deadline: float) -> None:
   """Trains, evaluates and (teachers) exports logits into OUTDIR/<step>."""
   # pylint: disable=g-import-not-at-top
-  from mre_jax import config_lib
-  from mre_jax import input_pipeline
+  from mre_jax.config import config_lib
+  from mre_jax.data import input_pipeline
   from mre_jax.evaluation import evaluator
-  from mre_jax.training import published_logits
-  from mre_jax.training import run_info
+  from mre_jax.training import logits_catalog
+  from mre_jax.workdir import run_info
   from mre_jax.training import teacher_logits
   from mre_jax.training import trainer
   out = os.path.join(opts.outdir, step.name)
@@ -267,16 +268,16 @@ def run_step(step: reproduce.Step, opts: reproduce.Options,
   result = {"step": step.name, "machine": machine,
             "device": f"{machine['device_count']}x {machine['device_kind']} "
                       f"({machine['platform']})",
-            "command": shlex.join(
+            "command": run_info.portable(shlex.join(
                 ["python", "-m", "mre_jax.main",
                  f"--config=configs/{step.config}:{step.arg}",
                  f"--workdir={workdir}",
-                 *(f"--config.{k}={v}" for k, v in fields.items())]),
+                 *(f"--config.{k}={v}" for k, v in fields.items())])),
             "config": json.loads(config.to_json_best_effort())}
 
   def record(**changes) -> None:
     result.update(changes)
-    reproduce.write_json(os.path.join(out, "run.json"), result)
+    common.write_json(os.path.join(out, "run.json"), result)
 
   record(status="running", phase="training")
   mesh = input_pipeline.make_mesh()
@@ -294,18 +295,18 @@ def run_step(step: reproduce.Step, opts: reproduce.Options,
          note=f"training stopped by the budget after epoch {len(epochs)} of "
          f"{config.num_epochs}" if cut else None)
   evals = evaluator.evaluate_config(config, workdir, mesh)
-  reproduce.write_json(os.path.join(out, "eval.json"), evals)
+  common.write_json(os.path.join(out, "eval.json"), evals)
   accuracy = {split: e["accuracy"] for split, e in evals.items()}
   if step.config == "teacher.py":
     record(phase="teacher logits", accuracy=accuracy)
     # The logits a student of this dataset checks, along its own data path.
     student = load_config("studentA.py", f"{step.dataset},exp=E1", {
         **fields, "distill.teacher_workdir": workdir,
-        "distill.teacher_logits": os.path.join(workdir, reproduce.LOGITS)})
+        "distill.teacher_logits": os.path.join(workdir, common.LOGITS)})
     config_lib.validate(student)
     teacher_logits.export_command(student, workdir, mesh)
-    published_logits.save_float16(os.path.join(workdir, reproduce.LOGITS),
-                                  os.path.join(out, reproduce.LOGITS))
+    logits_catalog.save_float16(os.path.join(workdir, common.LOGITS),
+                                  os.path.join(out, common.LOGITS))
   record(status="cut_off" if cut else "done", phase="finished",
          accuracy=accuracy,
          best_epoch=next(iter(evals.values()))["checkpoint_step"])
@@ -320,8 +321,8 @@ def _ours_or_warning(record) -> bool:
 
 def define_flags() -> None:
   """The driver's flags and this command's own."""
-  reproduce.define_flags()
-  flags.DEFINE_enum("run_step", None, [s.name for s in reproduce.STEPS.values()
+  common.define_flags()
+  flags.DEFINE_enum("run_step", None, [s.name for s in common.STEPS.values()
                                        if s.config], "The step to run.")
   flags.DEFINE_float("deadline", 0.0, "The step's end, Unix time; 0: its "
                      "budget from now.")
@@ -329,11 +330,11 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise reproduce.ReproduceError(
+    raise common.ReproduceError(
         f"unexpected argument(s) {' '.join(argv[1:])}")
   if not FLAGS.run_step:
-    raise reproduce.ReproduceError("--run_step is required: the step to run")
-  opts = reproduce.Options.from_flags()
+    raise common.ReproduceError("--run_step is required: the step to run")
+  opts = common.Options.from_flags()
   # The budget stops training with SIGINT, which a shell ignores in the jobs
   # it starts in the background (and their children inherit).
   signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -341,9 +342,9 @@ def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(_ours_or_warning)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
-  run_step(reproduce.STEPS[FLAGS.run_step], opts, FLAGS.deadline or
+  run_step(common.STEPS[FLAGS.run_step], opts, FLAGS.deadline or
            time.time() + opts.budgets[FLAGS.run_step])
 
 
 if __name__ == "__main__":
-  reproduce.run(main, define_flags)
+  common.run(main, define_flags)
