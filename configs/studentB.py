@@ -3,7 +3,7 @@
 Usage: ``--config=configs/studentB.py:fer2013,exp=E4`` (experiments of
 Table IV), ``:raf_db,alpha=0.15``, or ``:fer2013,baseline`` (no teacher).
 Name the teacher with ``--config.distill.teacher_workdir=DIR``; without
-one, a FER2013 student distils from the published teacher logits
+one, a student distils from its dataset's published teacher logits
 (``mre_jax/teacher_logits/``). Add
 ``recipe=improved`` for the improved recipe instead of the paper's
 (:func:`mre_jax.config.recipe.apply_recipe`), e.g.

@@ -10,10 +10,12 @@ teacher (neither ``distill.teacher_workdir`` nor ``distill.teacher_logits``)
 distils from them; the data check still refuses them for other data.
 
     python -m mre_jax.training.published_logits --teacher_workdir=DIR \\
+        [--logits=STUDENT_WORKDIR/teacher_logits.npz] \\
         [--publish_dir=mre_jax/teacher_logits]
 
-publishes the logits of the teacher run ``DIR`` (its ``teacher_logits.npz``,
-exported by training a student or by ``--mode=export_logits``).
+publishes the logits of the teacher run ``DIR``: ``--logits``, as a student
+distilled from it exported them into its own workdir, or by default the
+``teacher_logits.npz`` in ``DIR`` (``--mode=export_logits``).
 """
 
 from __future__ import annotations
@@ -86,8 +88,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}")
   try:
-    target = publish(flags.FLAGS.teacher_workdir,
-                     flags.FLAGS.publish_dir)
+    target = publish(flags.FLAGS.teacher_workdir, flags.FLAGS.publish_dir,
+                     flags.FLAGS.logits)
   except UserError as e:
     cli.fail(str(e))
   print(f"published {target}: {logits_catalog.describe(target)}")
@@ -98,4 +100,7 @@ if __name__ == "__main__":
                       "run holding teacher_logits.npz.", required=True)
   flags.DEFINE_string("publish_dir", logits_catalog.FOLDER,
                       "Where <dataset>.npz/.json go.")
+  flags.DEFINE_string("logits", None, "The teacher's logits file, e.g. the "
+                      "teacher_logits.npz a student exported into its own "
+                      "workdir; default: the one in --teacher_workdir.")
   app.run(main, flags_parser=cli.parse_or_fail)
