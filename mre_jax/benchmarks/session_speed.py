@@ -1,7 +1,7 @@
 """Benchmarks the analysis of long session recordings: time and memory.
 
     python -m mre_jax.benchmarks.session_speed [--minutes=60] \\
-        [--sample_fps=5] [--model=WORKDIR_OR_EXPORT] [--videos=DIR] \\
+        [--sample_fps=5] [--model=NAME_WORKDIR_OR_EXPORT] [--videos=DIR] \\
         [--breakdown] [--json=results.json]
 
 For each length in ``--minutes`` it generates a 1280x720, 30 frames/s mp4
@@ -17,7 +17,8 @@ does not grow with the recording's length. ``--breakdown`` first times a
 pass that only decodes the sampled frames, and times the classifier, so
 that the rest is detection, tracking and bookkeeping.
 
-Without ``--model`` an untrained student C (same size and speed) is used.
+``--model`` takes a shipped model's name, a workdir or an exported file;
+without it an untrained student C (the size of the shipped ones) is used.
 """
 
 from __future__ import annotations
@@ -249,8 +250,8 @@ def _define_flags() -> None:
                     "minutes, e.g. 10,60.")
   flags.DEFINE_float("sample_fps", 5.0, "Frames analysed per second of "
                      "video.", lower_bound=0)
-  flags.DEFINE_string("model", None, "Workdir or exported file; default: an "
-                      "untrained student C.")
+  flags.DEFINE_string("model", None, "A shipped model's name, a workdir or "
+                      "an exported file; default: an untrained student C.")
   flags.DEFINE_integer("batch_size", 64, "Face crops per classifier call.",
                        lower_bound=1)
   flags.DEFINE_string("videos", None, "Folder for the generated videos "

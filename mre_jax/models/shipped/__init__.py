@@ -43,7 +43,7 @@ REFERENCES = {
 # shipped models that analyse at least 30 frames/s end to end on 2 CPU cores,
 # the one that classifies faces found in video best
 # (python -m mre_jax.benchmarks.analysis; docs/analysis_models.md).
-DEFAULT = "student_c-raf_db"
+DEFAULT = "student_b-raf_db"
 TERMS = {
     "fer2013": "FER2013 (Goodfellow et al., 2013): research use; the images "
                "were collected from the web and are not licensed for "
