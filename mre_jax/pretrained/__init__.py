@@ -10,7 +10,6 @@ The weights and model cards themselves live in :mod:`mre_jax.models.shipped`;
 
 from __future__ import annotations
 
-
 from mre_jax.models import shipped
 
 
