@@ -14,6 +14,7 @@ from PIL import Image
 
 from mre_jax import models
 from mre_jax.analysis import gradcam
+from mre_jax.analysis import html_parts
 from mre_jax.analysis import report_html
 from mre_jax.analysis import timeline
 from mre_jax.config.labels import CLASS_NAMES
@@ -293,7 +294,7 @@ def test_report_is_self_contained_and_escaped(tmp_path):
   images = [Image.open(io.BytesIO(data)) for data in data_uris(page)]
   assert len(images) == 4  # Timeline, two crops, one overlay.
   assert images[0].size == timeline.image_size(1)
-  assert images[1].size[1] == report_html.THUMB_PX  # 48 x 40 crop, scaled.
+  assert images[1].size[1] == html_parts.THUMB_PX  # 48 x 40 crop, scaled.
   assert not re.search(r'(src|href)="(?!data:)', page)
   assert "<script" not in page.lower() and "http" not in page
   assert "Interview &lt;B&gt; &amp; &quot;final&quot;.mp4" in page

@@ -29,9 +29,9 @@ from mre_jax.analysis.html_parts import num
 from mre_jax.analysis.html_parts import percentages
 from mre_jax.analysis.html_parts import swatch
 from mre_jax.analysis.html_parts import text
-from mre_jax.analysis.html_parts import THUMB_PX  # noqa: F401 (re-exported)
 from mre_jax.analysis.html_parts import valence_cell
 from mre_jax.config.labels import CLASS_NAMES
+
 _GROUPED = {"frames_total": ("frames", "total"),
             "frames_analysed": ("frames", "analysed"),
             "frames_with_face": ("frames", "with_face"),
