@@ -93,6 +93,27 @@ def make_tiny_config(data_dir, model="teacher", epochs=2, **distill):
   return config
 
 
+@pytest.fixture
+def train_until_killed(monkeypatch):
+  """``(config, workdir, epoch)``: trains in ``workdir`` as if the process
+  were killed right after saving ``epoch``'s checkpoint."""
+  from mre_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  from mre_jax.workdir import checkpointing  # pylint: disable=g-import-not-at-top
+
+  def run(config, workdir, epoch):
+    real_save = checkpointing.save
+
+    def save_then_die(manager, saved_epoch, **kwargs):
+      real_save(manager, saved_epoch, **kwargs)
+      if saved_epoch == epoch:
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:
+      patch.setattr(checkpointing, "save", save_then_die)
+      with pytest.raises(KeyboardInterrupt):
+        trainer.Trainer(config, workdir).train()
+  return run
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
   return make_tiny_config

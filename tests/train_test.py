@@ -146,23 +146,14 @@ def test_one_and_four_devices_train_identically(data_dir, tmp_path,
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(data_dir, tmp_path,
-                                                       monkeypatch,
+                                                       train_until_killed,
                                                        tiny_config):
   config = tiny_config(data_dir, epochs=3)
   straight = str(tmp_path / "straight")
   trainer.Trainer(config, straight).train()
 
   interrupted = str(tmp_path / "interrupted")
-  real_save = checkpointing.save
-
-  def save_then_die(manager, epoch, **kwargs):
-    real_save(manager, epoch, **kwargs)
-    if epoch == 2:
-      raise KeyboardInterrupt
-  monkeypatch.setattr(checkpointing, "save", save_then_die)
-  with pytest.raises(KeyboardInterrupt):
-    trainer.Trainer(config, interrupted).train()
-  monkeypatch.setattr(checkpointing, "save", real_save)
+  train_until_killed(config, interrupted, 2)
   loop = trainer.Trainer(config, interrupted).train()
   assert loop.epoch == 3 and loop.finished
   jax.tree.map(np.testing.assert_array_equal, params_of(straight),

@@ -155,6 +155,8 @@ def validate(config: config_dict.ConfigDict) -> None:
          "in [0, 1)")
   _check(0 <= c.get("logit_adjustment", 0.0) <= 3, "logit_adjustment",
          c.get("logit_adjustment"), "in [0, 3] (0: off)")
+  _check(0 <= c.get("ema_decay", 0.0) < 1, "ema_decay", c.get("ema_decay"),
+         "in [0, 1) (0: off)")
   check_augmentation({name: float(c.get(f"augment_{name}", 0.0))
                       for name in AUGMENT_LIMITS})
   _check(c.plateau.metric in ("val_loss", "val_accuracy"), "plateau.metric",

@@ -53,6 +53,10 @@ def get_config():
   # tau of the logit-adjusted loss (CE on logits + tau * log(class prior),
   # Menon et al., 2021): balanced predictions without reweighting; 0: off.
   config.logit_adjustment = 0.0
+  # Decay of an exponential moving average of the weights (Polyak
+  # averaging), updated every step; where > 0 the average is what is
+  # validated, checkpointed and shipped. 0: off, as in the paper.
+  config.ema_decay = 0.0
 
   config.batch_size = 16  # Global batch (paper, Sec. III-D).
   config.eval_batch_size = 256

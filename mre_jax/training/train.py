@@ -40,9 +40,31 @@ class TrainState:
   opt_state: Any
   plateau_state: Any
   rng: jax.Array
+  # The exponential moving average of params and batch_stats (config
+  # ema_decay > 0), or None. Where present, it is what is evaluated,
+  # checkpointed as the model and shipped.
+  ema: Any = None
 
   def variables(self) -> dict[str, Any]:
+    """The variables to evaluate: the average where there is one."""
+    if self.ema is not None:
+      return self.ema
     return {"params": self.params, "batch_stats": self.batch_stats}
+
+  def with_variables(self, variables: dict[str, Any]) -> "TrainState":
+    """The state with :meth:`variables` replaced (as restored)."""
+    if self.ema is not None:
+      return self.replace(ema=variables)
+    return self.replace(**variables)
+
+  def training_items(self) -> dict[str, Any]:
+    """What resuming needs beside :meth:`variables`: the optimizer's state,
+    and the trained variables themselves when the model is their average."""
+    items = {"step": self.step, "opt_state": self.opt_state,
+             "plateau_state": self.plateau_state, "rng": self.rng}
+    if self.ema is not None:
+      items.update(params=self.params, batch_stats=self.batch_stats)
+    return items
 
 
 def build_model(config: config_dict.ConfigDict,
@@ -127,12 +149,35 @@ def init_state(model, config, tx, plateau, mesh) -> TrainState:
   def init():
     variables = models.init_variables(model, init_rng, config.image_size)
     params = variables["params"]
+    ema = (jax.tree.map(jnp.copy, {"params": params,
+                                   "batch_stats": variables["batch_stats"]})
+           if config.get("ema_decay", 0.0) else None)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables["batch_stats"],
                       opt_state=tx.init(params),
-                      plateau_state=plateau.init(params), rng=train_rng)
+                      plateau_state=plateau.init(params), rng=train_rng,
+                      ema=ema)
 
   return jax.jit(init, out_shardings=distributed.replicated(mesh))()
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The average's decay after ``step`` updates: ``decay``, but at most
+  ``(1 + step) / (10 + step)``, so that the first steps' weights, still
+  near their random start, fade out quickly (as in TensorFlow's
+  ExponentialMovingAverage with ``num_updates``)."""
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(state: TrainState, decay: float) -> TrainState:
+  """The state with its average moved towards its current variables."""
+  if state.ema is None:
+    return state
+  rate = 1.0 - ema_decay_at(decay, state.step)
+  current = {"params": state.params, "batch_stats": state.batch_stats}
+  return state.replace(
+      ema=optax.incremental_update(current, state.ema, rate))
 
 
 def make_loss_fn(model, temperature: float, ce_weight: float,
@@ -184,6 +229,7 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
   loss_fn = make_loss_fn(model, config.distill.temperature, ce_weight,
                          kd_weight, config.label_smoothing, logit_offsets)
   augmentation = augment.Augmentation.from_config(config)
+  ema_decay = config.get("ema_decay", 0.0)
 
   def train_step(state: TrainState, data, perm, class_weights, step_in_epoch):
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -207,6 +253,7 @@ def make_train_chunk(model, tx, config, mesh, global_batch: int,
     state = state.replace(step=state.step + 1,
                           params=optax.apply_updates(state.params, updates),
                           batch_stats=batch_stats, opt_state=opt_state)
+    state = update_ema(state, ema_decay)
     sums = {"loss": loss * global_batch,
             "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
             "count": jnp.asarray(global_batch, jnp.int32)}

@@ -64,7 +64,10 @@ def run_identity(config: config_dict.ConfigDict,
           "validation": config.dataset.validation,
           "image_size": config.image_size, "global_batch": global_batch,
           "seed": config.seed,
-          "class_weighted_loss": bool(config.class_weighted_loss)}
+          "class_weighted_loss": bool(config.class_weighted_loss),
+          # Only where set: runs from before the field resume as they were.
+          **({"ema_decay": config.ema_decay}
+             if config.get("ema_decay", 0.0) else {})}
 
 
 @dataclasses.dataclass
@@ -274,8 +277,9 @@ class Trainer:
     if latest is not None:
       restored = checkpointing.restore(
           manager, latest, model=state.variables(),
-          train=_train_item(state))
-      state = state.replace(**restored["model"], **restored["train"])
+          train=state.training_items())
+      state = state.with_variables(restored["model"]).replace(
+          **restored["train"])
       logging.info("Resumed %s from epoch %d.", self.workdir, loop.epoch)
     parts = self._epoch_parts(tx, plateau, data, schedule)
     logging.info(
@@ -309,7 +313,7 @@ class Trainer:
         with stop.protect():  # A signal now waits for the save to complete.
           writer.write(epoch, scalars)
           checkpointing.save(manager, epoch, model=state.variables(),
-                             train=_train_item(state),
+                             train=state.training_items(),
                              meta=self.meta(loop, channels),
                              val_accuracy=val["accuracy"])
         stop.saved_epoch, stop.finished = epoch, loop.finished
@@ -345,11 +349,6 @@ class Trainer:
       return False
     meta = checkpointing.read_meta(manager, latest)
     return bool(meta.get("finished")) and not self._continues(meta["epoch"])
-
-
-def _train_item(state: TrainState) -> dict[str, Any]:
-  return {"step": state.step, "opt_state": state.opt_state,
-          "plateau_state": state.plateau_state, "rng": state.rng}
 
 
 def _epoch_scalars(totals: dict[str, Any], val: dict[str, Any], lr: float,
