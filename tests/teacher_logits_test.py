@@ -13,6 +13,7 @@ from mre_jax.datasets import SplitData
 from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
 from mre_jax.evaluation import predict
 from mre_jax.training import teacher_logits
+from mre_jax.training import teachers
 from mre_jax.training import trainer
 from mre_jax.workdir import checkpointing
 
@@ -39,7 +40,7 @@ def test_exported_logits_are_the_teachers_predictions(teacher_run,
     meta = json.loads(str(f["meta"]))
   assert meta["teacher"]["checkpoint_epoch"] == teacher.step
   assert meta["teacher"]["params_fingerprint"] == (
-      teacher_logits.params_fingerprint(teacher.variables["params"]))
+      teachers.params_fingerprint(teacher.variables["params"]))
   assert meta["image_size"] == config.image_size and meta["split"] == "train"
   assert meta["num_examples"] == train.num_examples == len(logits)
 

@@ -99,8 +99,10 @@ def get_config():
   # alpha as kd_weight = alpha, ce_weight = 1 - alpha (see mre_jax.losses).
   config.distill.kd_weight = -1.0
   config.distill.ce_weight = -1.0
-  # The teacher: a workdir (trained here or imported with mre_jax.convert)
-  # and/or a logits file; empty logits path: <workdir>/teacher_logits.npz.
+  # The teacher: a workdir (trained here or imported with mre_jax.convert),
+  # a shipped model, or several separated by commas (an ensemble, see
+  # mre_jax.training.teachers), and/or a logits file; empty logits path:
+  # <workdir>/teacher_logits.npz.
   config.distill.teacher_workdir = ""
   config.distill.teacher_checkpoint = "best"
   config.distill.teacher_logits = ""

@@ -61,8 +61,17 @@ def describe(logits_path: str) -> str:
   info = provenance(logits_path)
   if not info:
     return os.path.basename(logits_path)
+  if "members" in info:
+    return (f"an ensemble ({info.get('combination')}) of " +
+            "; ".join(_describe_one(m) for m in info["members"]))
+  return _describe_one(info)
+
+
+def _describe_one(info: dict[str, Any]) -> str:
   test = info.get("accuracy", {}).get("test")
-  return (f"{info['model']} trained {info['epochs']} epochs on "
+  shipped = info.get("shipped_model")
+  return ((f"shipped {shipped}: " if shipped else "") +
+          f"{info['model']} trained {info['epochs']} epochs on "
           f"{info['device']}, best epoch {info['best_epoch']}" +
           (f", test accuracy {100 * test:.2f}%" if test is not None else ""))
 

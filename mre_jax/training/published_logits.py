@@ -15,7 +15,10 @@ distils from them; the data check still refuses them for other data.
 
 publishes the logits of the teacher run ``DIR``: ``--logits``, as a student
 distilled from it exported them into its own workdir, or by default the
-``teacher_logits.npz`` in ``DIR`` (``--mode=export_logits``).
+``teacher_logits.npz`` in ``DIR`` (``--mode=export_logits``). ``DIR`` may
+also be a shipped model or an ensemble, as the student named it
+(``--teacher_workdir=RUNS/raf_B,student_b-raf_db``, see
+:mod:`mre_jax.training.teachers`); ``--logits`` is then required.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from absl import flags
 from mre_jax import cli
 from mre_jax.errors import TeacherLogitsError, UserError
 from mre_jax.training import logits_catalog
+from mre_jax.models import shipped
 from mre_jax.training import run_record
 from mre_jax.training import teacher_logits
+from mre_jax.training import teachers
 
 
 def run_provenance(teacher_workdir: str) -> dict[str, Any]:
@@ -52,10 +57,61 @@ def run_provenance(teacher_workdir: str) -> dict[str, Any]:
   }
 
 
+def shipped_provenance(name: str) -> dict[str, Any]:
+  """:func:`run_provenance` of a shipped model, from its model card."""
+  card = shipped.card(name)
+  training, accuracy = card.get("training", {}), card["accuracy"]
+  return {
+      "dataset": card["dataset"]["name"], "model": card["model"]["name"],
+      "recipe": training.get("recipe"), "epochs": training.get("epochs"),
+      "best_epoch": training.get("best_epoch"),
+      "accuracy": {split: accuracy.get(split, {}).get("accuracy")
+                   for split in ("validation", "test")},
+      "mean_class_accuracy_test": accuracy["test"].get("mean_class_accuracy"),
+      "training_wall_s": training.get("wall_s"),
+      "device": training.get("machine"), "commit": training.get("commit"),
+      "command": training.get("command"), "shipped_model": name,
+  }
+
+
+def provenance(teacher_workdir: str) -> dict[str, Any]:
+  """The provenance of the teacher(s) ``teacher_workdir`` names (see
+  :mod:`mre_jax.training.teachers`): one's, or an ensemble's with each
+  member's."""
+  members = [shipped_provenance(ref) if teachers.is_shipped(ref)
+             else run_provenance(ref)
+             for ref in teachers.refs(teacher_workdir)]
+  if len(members) == 1:
+    return members[0]
+  datasets = sorted({m["dataset"] for m in members})
+  if len(datasets) > 1:
+    raise TeacherLogitsError(
+        f"the teachers {teacher_workdir} were trained on {datasets}: an "
+        "ensemble's members share one dataset.")
+  return {"dataset": datasets[0],
+          "model": "ensemble of " + ", ".join(m["model"] for m in members),
+          "combination": teachers.COMBINATION, "members": members,
+          "best_epoch": None, "epochs": None, "accuracy": {},
+          "device": ", ".join(sorted({str(m["device"]) for m in members}))}
+
+
+def _epochs_of(meta: dict[str, Any]) -> list[Any]:
+  """The checkpoint epochs of a logits file's teacher(s)."""
+  teacher = meta.get("teacher", {})
+  return [m.get("checkpoint_epoch")
+          for m in teacher.get("members", [teacher])]
+
+
 def publish(teacher_workdir: str, folder: str | None = None,
             logits: str | None = None) -> str:
   """Writes ``<folder>/<dataset>.npz`` (float16) and its ``.json`` from the
   teacher run's logits file (``logits``, by default the one in its workdir)."""
+  named = teachers.refs(teacher_workdir)
+  if not logits and (len(named) != 1 or teachers.is_shipped(named[0])):
+    raise TeacherLogitsError(
+        f"{teacher_workdir} is not one teacher run with logits of its own: "
+        "give --logits, the teacher_logits.npz a student distilled from "
+        "them exported into its workdir.")
   source = logits or os.path.join(teacher_workdir,
                                   teacher_logits.LOGITS_FILENAME)
   if not os.path.isfile(source):
@@ -63,20 +119,21 @@ def publish(teacher_workdir: str, folder: str | None = None,
         f"{source} does not exist: export the teacher's logits first "
         "(python -m mre_jax.main --mode=export_logits with a student config "
         f"naming --config.distill.teacher_workdir={teacher_workdir}).")
-  info = run_provenance(teacher_workdir)
+  info = provenance(teacher_workdir)
   meta = logits_catalog.read_meta(source)
-  if (meta.get("dataset"), meta.get("teacher", {}).get("checkpoint_epoch")) != (
-      info["dataset"], info["best_epoch"]):
+  expected = [m["best_epoch"] for m in info.get("members", [info])]
+  if (meta.get("dataset"), _epochs_of(meta)) != (info["dataset"], expected):
     raise TeacherLogitsError(
-        f"{source} holds logits of {meta.get('dataset')} by the checkpoint "
-        f"of epoch {meta.get('teacher', {}).get('checkpoint_epoch')}, but "
-        f"{teacher_workdir} was evaluated on {info['dataset']} at epoch "
-        f"{info['best_epoch']}: export the logits of the evaluated checkpoint.")
+        f"{source} holds logits of {meta.get('dataset')} by the checkpoints "
+        f"of epochs {_epochs_of(meta)}, but {teacher_workdir} was evaluated "
+        f"on {info['dataset']} at epochs {expected}: export the logits of "
+        "the evaluated checkpoints, of the same teachers in the same order.")
   target = os.path.join(folder or logits_catalog.FOLDER,
                         f"{info['dataset']}.npz")
   logits_catalog.save_float16(source, target)
   info["logits_meta"] = meta
-  info["logits_meta"]["teacher"].pop("workdir", None)  # A scratch path.
+  for member in meta["teacher"].get("members", [meta["teacher"]]):
+    member.pop("workdir", None)  # A scratch path.
   described = os.path.splitext(target)[0] + ".json"
   with open(described + ".tmp", "w") as f:
     json.dump(info, f, indent=2)
@@ -97,7 +154,9 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.DEFINE_string("teacher_workdir", None, "A finished, evaluated teacher "
-                      "run holding teacher_logits.npz.", required=True)
+                      "run holding teacher_logits.npz, a shipped model, or "
+                      "several separated by commas (an ensemble), as the "
+                      "student named them.", required=True)
   flags.DEFINE_string("publish_dir", logits_catalog.FOLDER,
                       "Where <dataset>.npz/.json go.")
   flags.DEFINE_string("logits", None, "The teacher's logits file, e.g. the "

@@ -18,6 +18,7 @@ from ml_collections import config_dict
 from mre_jax.config import config_lib
 from mre_jax.errors import TeacherLogitsError, UserError
 from mre_jax.training import logits_catalog
+from mre_jax.training import teachers
 from mre_jax.workdir import run_info
 
 
@@ -37,14 +38,20 @@ def _teacher(config: config_dict.ConfigDict) -> str | None:
   if not distill.teacher_workdir:
     return _logits_teacher(distill.teacher_logits) if (
         distill.teacher_logits) else None
-  path = os.path.join(distill.teacher_workdir, "config.json")
-  if not os.path.isfile(path):
-    return f"workdir {distill.teacher_workdir}"
+  named = [_one_teacher(ref) for ref in teachers.refs(distill.teacher_workdir)]
+  return named[0] if len(named) == 1 else "ensemble of " + "; ".join(named)
+
+
+def _one_teacher(ref: str) -> str:
+  """One teacher in a sentence: a shipped model, or a run from its config."""
+  path = os.path.join(ref, "config.json")
+  if teachers.is_shipped(ref) or not os.path.isfile(path):
+    return teachers.describe(ref)
   teacher = config_dict.ConfigDict(_read_json(path))
   _, kd_weight = config_lib.distill_weights(teacher)
   how = "distilled" if teacher.model != "teacher" and kd_weight else "trained"
   return (f"{teacher.model} ({how} on {teacher.dataset.name}, workdir "
-          f"{os.path.basename(os.path.normpath(distill.teacher_workdir))})")
+          f"{os.path.basename(os.path.normpath(ref))})")
 
 
 def _logits_teacher(path: str) -> str:
@@ -60,8 +67,9 @@ def _logits_teacher(path: str) -> str:
     info = logits_catalog.provenance(logits_catalog.path(dataset))
     if info.get("logits_meta", {}).get("teacher", {}).get(
         "params_fingerprint") == teacher.get("params_fingerprint"):
-      return (f"{name}, the published {dataset} logits ({info['device']}, "
-              f"test {_pct(info['accuracy']['test'])}%)")
+      test = info.get("accuracy", {}).get("test")
+      return (f"{name}, the published {dataset} logits ({info['device']}" +
+              (f", test {_pct(test)}%)" if test is not None else ")"))
   return (f"{name} (params {teacher.get('params_fingerprint')}, logits file "
           f"{os.path.basename(path)})")
 
@@ -78,13 +86,22 @@ def experiment_name(config: config_dict.ConfigDict) -> str:
   elif config.distill.experiment:
     name = config.distill.experiment
   else:
-    teacher_model = "teacher"
-    path = os.path.join(config.distill.teacher_workdir, "config.json")
-    if config.distill.teacher_workdir and os.path.isfile(path):
-      teacher_model = _read_json(path).get("model", "teacher")
-    name = f"kd-from-{teacher_model}"
+    name = f"kd-from-{_teacher_model(config.distill.teacher_workdir)}"
   recipe = config.get("recipe", "paper")
   return name if recipe == "paper" else f"{recipe}+{name}"
+
+
+def _teacher_model(teacher_workdir: str) -> str:
+  """The teacher's model for :func:`experiment_name`: a run's model, a
+  shipped model's name, or ``ensemble``."""
+  named = teachers.refs(teacher_workdir)
+  if len(named) > 1:
+    return "ensemble"
+  if named and teachers.is_shipped(named[0]):
+    return named[0]
+  path = os.path.join(named[0], "config.json") if named else ""
+  return _read_json(path).get("model", "teacher") if (
+      path and os.path.isfile(path)) else "teacher"
 
 
 def _device(info: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
 from mre_jax.evaluation import predict
 from mre_jax.runtime import distributed
 from mre_jax.training import logits_catalog
+from mre_jax.training import teachers
 from mre_jax.workdir import checkpointing
 
 FORMAT = "mre_jax.teacher_logits/1"
@@ -40,14 +41,6 @@ def _checksum(*arrays: np.ndarray) -> str:
   digest = hashlib.sha256()
   for a in arrays:
     digest.update(np.ascontiguousarray(a).astype(np.int64).tobytes())
-  return digest.hexdigest()[:16]
-
-
-def params_fingerprint(params: Any) -> str:
-  """A short hash of every parameter value, in tree order."""
-  digest = hashlib.sha256()
-  for leaf in jax.tree.leaves(distributed.to_host(params)):
-    digest.update(np.ascontiguousarray(leaf, np.float32).tobytes())
   return digest.hexdigest()[:16]
 
 
@@ -69,30 +62,31 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
            split: SplitData, data: input_pipeline.DeviceData,
            mesh: jax.sharding.Mesh, image_size: int, batch_size: int,
            path: str, log=print) -> dict[str, Any]:
-  """Runs the teacher over ``data`` (both views) and writes ``path``."""
-  try:
-    teacher = checkpointing.load_model(teacher_workdir, teacher_checkpoint,
-                                       mesh=mesh)
-  except CheckpointError as e:
-    raise CheckpointError(
-        f"teacher run {teacher_workdir}: {e} A teacher is trained with "
-        "configs/teacher.py or imported with python -m mre_jax.convert.") from e
-  check_teacher(teacher, split, image_size)
-  variables, step = teacher.variables, teacher.step
-  predict_fn = predict.make_predict_fn(teacher.model, mesh, image_size)
-  views = []
-  for flip in (False, True):
-    log(f"teacher logits: {'flipped' if flip else 'original'} view of "
-        f"{split.num_examples} {split.dataset}/{split.split} examples")
-    views.append(predict.predict(predict_fn, variables, data, mesh,
-                                  batch_size, flip=flip))
-  logits = np.stack(views, axis=1).astype(np.float32)
-  meta = dict(data_meta(split, image_size), format=FORMAT, teacher={
-      "workdir": os.path.abspath(teacher_workdir),
-      "checkpoint_epoch": int(step),
-      "params_fingerprint": params_fingerprint(variables["params"]),
-      "model": teacher.meta["model"],
-  })
+  """Runs the teacher(s) ``teacher_workdir`` (see :mod:`.teachers`) over
+  ``data`` (both views) and writes their logits to ``path``."""
+  outputs, members = [], []
+  for ref in teachers.refs(teacher_workdir):
+    try:
+      teacher = teachers.load(ref, teacher_checkpoint, mesh)
+    except CheckpointError as e:
+      raise CheckpointError(
+          f"teacher {ref}: {e} A teacher is trained with configs/teacher.py, "
+          "imported with python -m mre_jax.convert, or shipped (python -m "
+          "mre_jax.pretrained lists those).") from e
+    check_teacher(teacher, split, image_size)
+    predict_fn = predict.make_predict_fn(teacher.model, mesh, image_size)
+    views = []
+    for flip in (False, True):
+      log(f"teacher logits ({teachers.describe(ref)}): "
+          f"{'flipped' if flip else 'original'} view of "
+          f"{split.num_examples} {split.dataset}/{split.split} examples")
+      views.append(predict.predict(predict_fn, teacher.variables, data, mesh,
+                                    batch_size, flip=flip))
+    outputs.append(np.stack(views, axis=1).astype(np.float32))
+    members.append(teachers.member_meta(teacher))
+  logits = teachers.combine(outputs)
+  meta = dict(data_meta(split, image_size), format=FORMAT,
+              teacher=teachers.combined_meta(members))
   if distributed.is_main_process():
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.npz"
@@ -100,8 +94,8 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
     os.replace(tmp, path)
   distributed.sync("teacher_logits_written")
   accuracy = float(np.mean(logits[:, 0].argmax(-1) == split.labels))
-  log(f"teacher logits written to {path} (teacher epoch {step}, train "
-      f"accuracy {accuracy:.2%})")
+  log(f"teacher logits written to {path} ({meta['teacher']['model']['name']}"
+      f", train accuracy {accuracy:.2%})")
   warn_if_near_chance(accuracy, split, teacher_workdir)
   return meta
 
@@ -109,7 +103,7 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
 def check_teacher(teacher: checkpointing.LoadedModel, split: SplitData,
                   image_size: int) -> None:
   """Refuses a teacher of another dataset, label set or input size."""
-  where = f"teacher run {teacher.workdir}"
+  where = f"teacher {teacher.workdir}"
   trained_on = teacher.meta.get("run", {}).get("dataset")
   if trained_on and trained_on != split.dataset:
     raise CheckpointError(
