@@ -120,3 +120,19 @@ def test_an_ensemble_teaches_records_and_publishes(
   with pytest.raises(TeacherLogitsError, match="same teachers in the same"):
     published_logits.publish(f"{baseline_run[0]},{teacher_run[0]}", folder,
                              path)
+
+
+def test_logits_of_a_replaced_shipped_teacher_are_not_published(tmp_path):
+  name = shipped.names()[0]
+  card = shipped.card(name)
+  teacher = {"shipped": name,
+             "checkpoint_epoch": card["training"]["best_epoch"],
+             "params_fingerprint": "0" * 16, "model": card["model"]}
+  source = str(tmp_path / "logits.npz")
+  np.savez(source, logits=np.zeros((2, 2, 7), np.float32),
+           indices=np.arange(2), meta=json.dumps(
+               {"dataset": card["dataset"]["name"], "teacher": teacher}))
+  folder = tmp_path / "published"
+  with pytest.raises(TeacherLogitsError, match="another .* than the one"):
+    published_logits.publish(name, str(folder), source)
+  assert not folder.exists()

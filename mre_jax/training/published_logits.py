@@ -32,8 +32,8 @@ from absl import flags
 
 from mre_jax import cli
 from mre_jax.errors import TeacherLogitsError, UserError
-from mre_jax.training import logits_catalog
 from mre_jax.models import shipped
+from mre_jax.training import logits_catalog
 from mre_jax.training import run_record
 from mre_jax.training import teacher_logits
 from mre_jax.training import teachers
@@ -102,6 +102,20 @@ def _epochs_of(meta: dict[str, Any]) -> list[Any]:
           for m in teacher.get("members", [teacher])]
 
 
+def _check_shipped_unchanged(named: list[str], meta: dict[str, Any],
+                             source: str) -> None:
+  """Refuses logits of a shipped teacher whose weights have been replaced
+  since (its card would describe another model)."""
+  members = meta.get("teacher", {})
+  for ref, member in zip(named, members.get("members", [members])):
+    if teachers.is_shipped(ref) and member.get("params_fingerprint") != (
+        teachers.params_fingerprint(shipped.variables(ref)["params"])):
+      raise TeacherLogitsError(
+          f"{source} holds logits of another {ref} than the one shipped now "
+          "(its parameters differ): export them again from the shipped "
+          "model, or publish them before replacing it.")
+
+
 def publish(teacher_workdir: str, folder: str | None = None,
             logits: str | None = None) -> str:
   """Writes ``<folder>/<dataset>.npz`` (float16) and its ``.json`` from the
@@ -128,6 +142,7 @@ def publish(teacher_workdir: str, folder: str | None = None,
         f"of epochs {_epochs_of(meta)}, but {teacher_workdir} was evaluated "
         f"on {info['dataset']} at epochs {expected}: export the logits of "
         "the evaluated checkpoints, of the same teachers in the same order.")
+  _check_shipped_unchanged(named, meta, source)
   target = os.path.join(folder or logits_catalog.FOLDER,
                         f"{info['dataset']}.npz")
   logits_catalog.save_float16(source, target)

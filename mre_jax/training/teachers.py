@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mre_jax import models
@@ -41,6 +42,7 @@ def is_shipped(ref: str) -> bool:
 def params_fingerprint(params: Any) -> str:
   """A short hash of every parameter value, in tree order."""
   digest = hashlib.sha256()
+  params = jax.tree.map(jnp.asarray, params)  # Host arrays too.
   for leaf in jax.tree.leaves(distributed.to_host(params)):
     digest.update(np.ascontiguousarray(leaf, np.float32).tobytes())
   return digest.hexdigest()[:16]
