@@ -8,7 +8,7 @@ import pytest
 
 from mre_jax.data import input_pipeline
 from mre_jax.datasets import loading
-from mre_jax.errors import CheckpointError, TeacherLogitsError
+from mre_jax.errors import CheckpointError, ConfigError, TeacherLogitsError
 from mre_jax.inference.predictor import Predictor
 from mre_jax.models import shipped
 from mre_jax.training import logits_catalog
@@ -61,8 +61,8 @@ def test_a_shipped_teacher_predicts_as_the_shipped_model():
       atol=1e-4)
 
 
-def test_unknown_or_foreign_teachers_are_refused(data_dir, tmp_path,
-                                                tiny_config):
+def test_unknown_or_foreign_teachers_are_refused(teacher_run, data_dir,
+                                                tmp_path, tiny_config):
   def export(ref):
     config = tiny_config(data_dir, model="student_c", teacher_workdir=ref)
     teacher_logits.export_command(config, str(tmp_path))
@@ -70,6 +70,10 @@ def test_unknown_or_foreign_teachers_are_refused(data_dir, tmp_path,
     export("no_such_model")
   with pytest.raises(CheckpointError, match="trained on"):
     export(shipped.names()[0])  # Another dataset than synthetic_faces.
+  with pytest.raises(CheckpointError, match="trained on"):
+    export(f"{teacher_run[0]},{shipped.names()[0]}")  # One bad member.
+  with pytest.raises(ConfigError, match="names no teacher"):
+    export(" , ")
   assert not os.listdir(tmp_path)
 
 

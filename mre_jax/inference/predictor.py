@@ -67,10 +67,8 @@ class Predictor:
     """The predictor of shipped model ``name``, with its card as ``card``."""
     info = shipped.card(name, folder)
     spec = info["model"]
-    model = models.ResEmoteNet(width=spec["width"],
-                               se_reduction=spec["se_reduction"],
-                               num_classes=spec["num_classes"])
-    return cls(model=model, variables=shipped.variables(name, folder),
+    return cls(model=models.from_description(spec),
+               variables=shipped.variables(name, folder),
                image_size=int(info["preprocessing"]["image_size"]),
                class_names=tuple(spec["class_names"]), batch_size=batch_size,
                channels=info["preprocessing"].get("channels"), card=info)

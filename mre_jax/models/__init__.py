@@ -242,6 +242,15 @@ def get_model(name: str, num_classes: int = NUM_CLASSES,
                      num_classes=num_classes, dtype=dtype)
 
 
+def from_description(description: dict[str, Any],
+                     dtype: Dtype = jnp.float32) -> ResEmoteNet:
+  """The network a checkpoint's or a model card's ``model`` entry describes
+  (``width``, ``se_reduction``, ``num_classes``)."""
+  return ResEmoteNet(width=description["width"],
+                     se_reduction=description["se_reduction"],
+                     num_classes=description["num_classes"], dtype=dtype)
+
+
 def init_variables(model: ResEmoteNet, rng: jax.Array,
                    image_size: int = 64) -> dict[str, Any]:
   """Initialises ``{"params", "batch_stats"}`` for (1, S, S, 3) inputs.

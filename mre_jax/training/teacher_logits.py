@@ -64,16 +64,23 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
            path: str, log=print) -> dict[str, Any]:
   """Runs the teacher(s) ``teacher_workdir`` (see :mod:`.teachers`) over
   ``data`` (both views) and writes their logits to ``path``."""
-  outputs, members = [], []
-  for ref in teachers.refs(teacher_workdir):
+  named = teachers.refs(teacher_workdir)
+  if not named:
+    raise ConfigError(f"config.distill.teacher_workdir={teacher_workdir!r} "
+                      "names no teacher: give a workdir, a shipped model, "
+                      "or several separated by commas.")
+  loaded = []
+  for ref in named:  # Every member is checked before any runs.
     try:
-      teacher = teachers.load(ref, teacher_checkpoint, mesh)
+      loaded.append(teachers.load(ref, teacher_checkpoint, mesh))
     except CheckpointError as e:
       raise CheckpointError(
           f"teacher {ref}: {e} A teacher is trained with configs/teacher.py, "
           "imported with python -m mre_jax.convert, or shipped (python -m "
           "mre_jax.pretrained lists those).") from e
-    check_teacher(teacher, split, image_size)
+    check_teacher(loaded[-1], split, image_size)
+  outputs = []
+  for ref, teacher in zip(named, loaded):
     predict_fn = predict.make_predict_fn(teacher.model, mesh, image_size)
     views = []
     for flip in (False, True):
@@ -83,10 +90,10 @@ def export(*, teacher_workdir: str, teacher_checkpoint: str | int,
       views.append(predict.predict(predict_fn, teacher.variables, data, mesh,
                                     batch_size, flip=flip))
     outputs.append(np.stack(views, axis=1).astype(np.float32))
-    members.append(teachers.member_meta(teacher))
   logits = teachers.combine(outputs)
   meta = dict(data_meta(split, image_size), format=FORMAT,
-              teacher=teachers.combined_meta(members))
+              teacher=teachers.combined_meta(
+                  [teachers.member_meta(t) for t in loaded]))
   if distributed.is_main_process():
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.npz"

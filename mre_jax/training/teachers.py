@@ -66,9 +66,7 @@ def _load_shipped(name: str, mesh: jax.sharding.Mesh
                   ) -> checkpointing.LoadedModel:
   card = shipped.card(name)
   spec = card["model"]
-  model = models.ResEmoteNet(width=spec["width"],
-                             se_reduction=spec["se_reduction"],
-                             num_classes=spec["num_classes"])
+  model = models.from_description(spec)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   variables = jax.device_put(shipped.variables(name), replicated)
   meta = {"model": spec, "preprocessing": card["preprocessing"],

@@ -265,10 +265,7 @@ def load_model(workdir: str, which: str | int = "best", *,
       raise CheckpointError(
           f"checkpoint {step} of {workdir} cannot be loaded: {problem}. It "
           "was written by an older mre_jax; retrain or re-import it.")
-    spec = meta["model"]
-    model = models.ResEmoteNet(width=spec["width"],
-                               se_reduction=spec["se_reduction"],
-                               num_classes=spec["num_classes"], dtype=dtype)
+    model = models.from_description(meta["model"], dtype)
     target = models.abstract_variables(model)
     if mesh is not None:
       sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
