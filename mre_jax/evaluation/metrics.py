@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from typing import Any, Sequence
 
 import numpy as np
@@ -84,7 +85,8 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str],
     for j in range(k):
       ax.text(j, i, f"{rows[i, j]:.2f}", ha="center", va="center", fontsize=7,
               color="white" if rows[i, j] > 0.5 else "black")
-  ax.set_title(title)
+  # Long run names wrap instead of running off the figure.
+  ax.set_title("\n".join(textwrap.wrap(title, 48, break_on_hyphens=False)))
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
