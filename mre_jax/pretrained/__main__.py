@@ -5,6 +5,8 @@
         --manual_dir=DATA/fer2013                 # its accuracy, re-measured
     python -m mre_jax.pretrained --publish=WORKDIR --name=student_c-raf_db \\
         --manual_dir=DATA/rafdb                   # ship a finished run
+    python -m mre_jax.pretrained --readjust=student_b-fer2013 \\
+        --manual_dir=DATA/fer2013                 # its logit adjustment, again
 
 ``--verify`` prepares the model's dataset from the downloaded files in
 ``--manual_dir`` (into ``--data_dir``), measures the shipped weights on the
@@ -91,12 +93,39 @@ def _publish(fv: flags.FlagValues) -> str:
           f"{_pct(acc['test_flip']['accuracy'])}%")
 
 
+def _readjust(fv: flags.FlagValues) -> str:
+  # pylint: disable-next=g-import-not-at-top
+  from mre_jax.pretrained import publish
+  before = shipped.card(fv.readjust, fv.folder)
+  card = publish.readjust(fv.readjust, fv.data_dir, fv.manual_dir, fv.folder)
+  lines = [f"readjusted {card['name']}: tau "
+           f"{before['training'].get('logit_adjustment', {}).get('tau', 0):g}"
+           f" -> {card['training']['logit_adjustment']['tau']:g}",
+           f"{'split':<11} {'accuracy of':<20} {'before %':>8} {'now %':>8}"]
+  for split, metric, old, new in _changes(before, card):
+    lines.append(f"{split:<11} {metric:<20} {_pct(old):>8} {_pct(new):>8}")
+  return "\n".join(lines)
+
+
+def _changes(before, after):
+  """``(split, metric, before, after)`` of two cards' overall and mean
+  class accuracies."""
+  return [(split, label, before["accuracy"][split][key],
+           after["accuracy"][split][key])
+          for split in ("validation", "test", "test_flip")
+          for label, key in (("accuracy", "accuracy"),
+                             ("mean class accuracy", "mean_class_accuracy"))]
+
+
 def _define_flags() -> flags.FlagValues:
   fv = flags.FlagValues()
   flags.DEFINE_string("verify", None, "A shipped model to re-measure on its "
                       "dataset.", flag_values=fv)
   flags.DEFINE_string("publish", None, "A finished training workdir to ship "
                       "(with --name).", flag_values=fv)
+  flags.DEFINE_string("readjust", None, "A shipped model whose logit "
+                      "adjustment to choose again by the current rule.",
+                      flag_values=fv)
   flags.DEFINE_string("name", None, "The shipped model's name, e.g. "
                       "student_c-raf_db.", flag_values=fv)
   flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "Where the "
@@ -110,9 +139,11 @@ def _define_flags() -> flags.FlagValues:
 
 
 def _run(fv: flags.FlagValues) -> int:
-  if fv.verify and fv.publish:
-    raise UserError("give --verify or --publish, not both")
-  if fv.publish:
+  if sum(bool(x) for x in (fv.verify, fv.publish, fv.readjust)) > 1:
+    raise UserError("give one of --verify, --publish and --readjust")
+  if fv.readjust:
+    print(_readjust(fv))
+  elif fv.publish:
     if not fv.name:
       raise UserError("--publish needs --name, e.g. --name=student_c-raf_db")
     print(_publish(fv))

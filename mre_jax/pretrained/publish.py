@@ -14,10 +14,17 @@ it), and writes ``<name>.npz`` and ``<name>.json`` into the package,
 replacing an earlier model of that name only once both are complete.
 The card's provenance comes from the run's own files
 (:func:`mre_jax.training.run_record.load_run`).
+
+    python -m mre_jax.pretrained --readjust=student_b-fer2013 \\
+        --manual_dir=DATA/fer2013
+
+re-chooses a shipped model's adjustment after the rule of :mod:`.adjust`
+has changed, from the shipped weights, and rewrites its weights and card.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import io
@@ -52,10 +59,13 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
   return {prefix[:-1]: np.asarray(tree)}
 
 
-def _predictor(loaded: checkpointing.LoadedModel, variables: Any) -> Predictor:
-  return Predictor(model=loaded.model, variables=variables,
-                   image_size=loaded.image_size,
-                   class_names=loaded.class_names, channels=loaded.channels)
+def _predictor(template: Any, variables: Any) -> Predictor:
+  """A predictor of ``template``'s network and preprocessing (a loaded
+  checkpoint or a predictor) with ``variables``."""
+  return Predictor(model=template.model, variables=variables,
+                   image_size=template.image_size,
+                   class_names=tuple(template.class_names),
+                   channels=template.channels)
 
 
 def _as_float16(variables: Any) -> Any:
@@ -88,6 +98,10 @@ def crop_framing(train: Any, seed: int = 0) -> dict[str, Any]:
   chosen = np.random.default_rng(seed).choice(len(train.images), count,
                                               replace=False)
   return framing.measure(train.images[np.sort(chosen)]).as_dict()
+
+
+def _today() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
 def build_card(name: str, loaded: checkpointing.LoadedModel,
@@ -124,53 +138,107 @@ def build_card(name: str, loaded: checkpointing.LoadedModel,
           "workdir": os.path.basename(os.path.normpath(run["workdir"])),
           "float16_test_accuracy_change": float16_change,
       },
-      "published": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d"),
+      "published": _today(),
   }
+
+
+@dataclasses.dataclass(frozen=True)
+class Shipment:
+  """Weights ready to ship, their logit adjustment and accuracies."""
+  data: bytes  # The .npz file.
+  weights: dict[str, Any]  # The card's "weights" section.
+  accuracy: dict[str, Any]
+  float16_change: float  # Test accuracy moved by rounding to float16.
+  adjustment: dict[str, Any]  # The card's training.logit_adjustment.
+
+
+def prepare(name: str, template: Any, variables: Any,
+            splits: dict[str, common.SplitData]) -> Shipment:
+  """``variables`` (of ``template``'s network) adjusted as
+  :mod:`.adjust` chooses on validation, in float16 where that costs less
+  than :data:`FLOAT16_TOLERANCE` of test accuracy, and measured."""
+  prior = common.class_prior(splits["train"].labels,
+                             len(template.class_names))
+  choice = adjust.choose(
+      _predictor(template, variables).logits(splits["validation"].images),
+      splits["validation"].labels, prior, template.class_names)
+  offsets = -choice.tau * np.log(prior)
+  adjusted = adjust.apply(variables, offsets)
+  full = measure.split_metrics(_predictor(template, adjusted),
+                               splits["test"])["accuracy"]
+  half_variables = _as_float16(adjusted)
+  half = measure.split_metrics(_predictor(template, half_variables),
+                               splits["test"])["accuracy"]
+  use_half = abs(half - full) < FLOAT16_TOLERANCE
+  final = half_variables if use_half else adjusted
+  dtype = np.float16 if use_half else np.float32
+  flat = {k: v.astype(dtype) for k, v in _flatten(final).items()}
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **flat)
+  data = buffer.getvalue()
+  return Shipment(
+      data=data,
+      weights={"file": name + ".npz", "dtype": np.dtype(dtype).name,
+               "bytes": len(data),
+               "sha256": hashlib.sha256(data).hexdigest()},
+      accuracy=measure.measure(_predictor(template, final), splits),
+      float16_change=float(half - full),
+      adjustment={**choice.as_dict(),
+                  "offsets": [round(float(o), 6) for o in offsets]})
+
+
+def _check_name(name: str) -> None:
+  if not name or os.sep in name or name.startswith("."):
+    raise UserError(f"--name={name!r} is invalid: expected a plain name "
+                    "such as student_c-raf_db")
+
+
+def _write(folder: str, name: str, shipment: Shipment,
+           card: dict[str, Any]) -> None:
+  os.makedirs(folder, exist_ok=True)
+  _write_together({
+      os.path.join(folder, name + ".npz"): shipment.data,
+      os.path.join(folder, name + ".json"):
+          (json.dumps(card, indent=1) + "\n").encode()})
 
 
 def publish(workdir: str, name: str, data_dir: str, manual_dir: str,
             folder: str = shipped.FOLDER) -> dict[str, Any]:
   """Writes shipped model ``name`` from ``workdir``'s best checkpoint;
   returns its card."""
-  if not name or os.sep in name or name.startswith("."):
-    raise UserError(f"--name={name!r} is invalid: expected a plain name "
-                    "such as student_c-raf_db")
+  _check_name(name)
   run = run_record.load_run(workdir)
   config = _run_config(workdir)
   loaded = checkpointing.load_model(workdir, "best")
   splits = measure.load_splits(config["dataset"], data_dir, manual_dir)
-  prior = common.class_prior(splits["train"].labels,
-                             len(loaded.class_names))
-  choice = adjust.choose(
-      _predictor(loaded, loaded.variables).logits(
-          splits["validation"].images),
-      splits["validation"].labels, prior, loaded.class_names)
-  offsets = -choice.tau * np.log(prior)
-  adjusted = adjust.apply(loaded.variables, offsets)
-  full = measure.split_metrics(_predictor(loaded, adjusted),
-                               splits["test"])["accuracy"]
-  half_variables = _as_float16(adjusted)
-  half = measure.split_metrics(_predictor(loaded, half_variables),
-                               splits["test"])["accuracy"]
-  use_half = abs(half - full) < FLOAT16_TOLERANCE
-  variables = half_variables if use_half else adjusted
-  accuracy = measure.measure(_predictor(loaded, variables), splits)
-  dtype = np.float16 if use_half else np.float32
-  flat = {k: v.astype(dtype) for k, v in _flatten(variables).items()}
-  buffer = io.BytesIO()
-  np.savez_compressed(buffer, **flat)
-  data = buffer.getvalue()
-  weights = {"file": name + ".npz", "dtype": np.dtype(dtype).name,
-             "bytes": len(data),
-             "sha256": hashlib.sha256(data).hexdigest()}
-  card = build_card(name, loaded, run, config, accuracy, weights,
-                    float(half - full), crop_framing(splits["train"]))
-  card["training"]["logit_adjustment"] = {
-      **choice.as_dict(), "offsets": [round(float(o), 6) for o in offsets]}
-  os.makedirs(folder, exist_ok=True)
-  _write_together({
-      os.path.join(folder, name + ".npz"): data,
-      os.path.join(folder, name + ".json"):
-          (json.dumps(card, indent=1) + "\n").encode()})
+  shipment = prepare(name, loaded, loaded.variables, splits)
+  card = build_card(name, loaded, run, config, shipment.accuracy,
+                    shipment.weights, shipment.float16_change,
+                    crop_framing(splits["train"]))
+  card["training"]["logit_adjustment"] = shipment.adjustment
+  _write(folder, name, shipment, card)
+  return card
+
+
+def readjust(name: str, data_dir: str, manual_dir: str,
+             folder: str = shipped.FOLDER) -> dict[str, Any]:
+  """Re-chooses shipped model ``name``'s logit adjustment by the current
+  rule of :mod:`.adjust`, from its weights without their earlier offsets,
+  re-measures it and rewrites its weights and card (training provenance
+  kept); returns the card. For a rule that changed after publication."""
+  classifier = Predictor.from_shipped(name, folder=folder)
+  card = classifier.card
+  earlier = card["training"].get("logit_adjustment", {})
+  unadjusted = adjust.apply(
+      classifier.variables, -np.asarray(earlier.get("offsets", 0.0)) *
+      np.ones(len(classifier.class_names)))
+  splits = measure.load_splits(card["dataset"], data_dir, manual_dir)
+  shipment = prepare(name, classifier, unadjusted, splits)
+  card = {**card, "weights": shipment.weights, "accuracy": shipment.accuracy,
+          "published": _today()}
+  card["training"] = {
+      **card["training"], "float16_test_accuracy_change":
+          shipment.float16_change,
+      "logit_adjustment": {**shipment.adjustment, "readjusted": _today()}}
+  _write(folder, name, shipment, card)
   return card
