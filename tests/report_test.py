@@ -285,11 +285,12 @@ def test_a_logits_files_teacher_is_named_from_its_metadata(tmp_path):
     write_run(str(workdir), config, 3, seed=3)
     named = run_record.load_run(str(workdir))["teacher"]
     info = logits_catalog.provenance(published)
+    model = teacher["model"]["name"]
     assert named == (
-        f"teacher at epoch {teacher['checkpoint_epoch']}, the published "
+        f"{model} at epoch {teacher['checkpoint_epoch']}, the published "
         f"fer2013 logits ({info['device']}, test "
         f"{100 * info['accuracy']['test']:.2f}%)" if is_published else
-        f"teacher at epoch {teacher['checkpoint_epoch']} (params "
+        f"{model} at epoch {teacher['checkpoint_epoch']} (params "
         f"{teacher['params_fingerprint']}, logits file other.npz)")
   config = studentC.get_config("fer2013,exp=E6")
   config.distill.teacher_logits = str(tmp_path / "missing.npz")
