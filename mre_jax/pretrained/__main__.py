@@ -17,7 +17,7 @@ disagree by more than 0.1 points.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import flags
 
@@ -107,7 +107,8 @@ def _readjust(fv: flags.FlagValues) -> str:
   return "\n".join(lines)
 
 
-def _changes(before, after):
+def _changes(before: dict[str, Any], after: dict[str, Any]
+             ) -> list[tuple[str, str, float, float]]:
   """``(split, metric, before, after)`` of two cards' overall and mean
   class accuracies."""
   return [(split, label, before["accuracy"][split][key],

@@ -3,7 +3,7 @@
 A model trained on imbalanced faces favours the frequent classes: on RAF-DB,
 happy is 39% of train and fear 2%; one trained with class weights or the
 logit-adjusted loss (the balanced recipe) may instead over-predict the rare
-ones (FER2013 student B at 55.5% validation accuracy, 62.5% once pulled
+ones (FER2013 student B: 55.5% validation accuracy, 61.7% once pulled
 back). Subtracting ``tau * log(class prior)`` from its logits (Menon et al.,
 2021, post-hoc logit adjustment) moves it along that trade. The publisher
 tries every ``tau`` of :data:`TAUS` on the validation split and, among those
